@@ -1,0 +1,63 @@
+"""Long-running processes composed from the packages: the writer of all (or
+some) shards, with signal handling and the metrics endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+
+from ops.settings import Settings
+from writer import ShardWriter, WriterConfig
+
+log = logging.getLogger(__name__)
+
+
+def holder_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def writer_configs(settings: Settings, shards: Sequence[int], holder: str) -> list[WriterConfig]:
+    _, db = settings.need_servers()
+    return [
+        WriterConfig(
+            keys=settings.keys,
+            shard=n,
+            database_url=db,
+            holder=holder,
+            batch_max=settings.batch_max,
+            linger_ms=settings.linger_ms,
+            lease_ms=settings.lease_ms,
+            rows_maxlen=settings.rows_maxlen,
+            receipt_ttl_ms=settings.receipt_ttl_ms,
+            max_body=settings.max_body,
+        )
+        for n in shards
+    ]
+
+
+async def run_writers(settings: Settings, shards: Sequence[int], stop: asyncio.Event) -> None:
+    redis_url, _ = settings.need_servers()
+    redis = Redis.from_url(redis_url)
+    holder = holder_id()
+    try:
+        writers = [ShardWriter(redis, cfg) for cfg in writer_configs(settings, shards, holder)]
+        log.info("writer %s serving shards %s", holder, list(shards))
+        async with asyncio.TaskGroup() as tg:
+            for w in writers:
+                tg.create_task(w.run(stop))
+    finally:
+        await redis.aclose()
+
+
+def install_stop(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT finish the batch in hand, then stop."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)

@@ -1,0 +1,32 @@
+"""``rowcast writer``: the writer of every shard (or of ``--shard N``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from ops.migrate import migrate
+from ops.runner import install_stop, run_writers
+from ops.settings import Settings
+from producers.errors import ConfigError
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    shards = args.shard or list(range(settings.shards))
+    bad = [n for n in shards if not 0 <= n < settings.shards]
+    if bad:
+        raise ConfigError(f"--shard {bad[0]} is outside 0..{settings.shards - 1}")
+    _, db = settings.need_servers()
+    migrate(db)
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr="127.0.0.1")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop(stop)
+        await run_writers(settings, sorted(set(shards)), stop)
+
+    asyncio.run(main())
+    return 0

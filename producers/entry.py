@@ -1,0 +1,199 @@
+"""The entry wire format: the fields of one XADD to ``P:{N}:entries``.
+
+Pure functions shared by producers (check before sending) and the writer
+(check what arrived). PostgreSQL stays the final judge of a body: what passes
+here and is still refused there is isolated by the writer and dead-lettered.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from producers.errors import InvalidEntry
+
+OPS = frozenset({"append", "upsert"})
+MAX_ID_BYTES = 200
+MAX_KIND_BYTES = 64
+DEFAULT_MAX_BODY = 1 << 20
+
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+# Cc: C0 controls, DEL and C1 controls.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    op: str
+    session: str
+    row: str
+    kind: str
+    body: bytes
+    """JSON text, exactly as it travels (never re-encoded on the write path)."""
+    reply: str | None = None
+    ts: int | None = None
+
+    def fields(self) -> dict[str, str | bytes]:
+        out: dict[str, str | bytes] = {
+            "op": self.op,
+            "session": self.session,
+            "row": self.row,
+            "kind": self.kind,
+            "body": self.body,
+        }
+        if self.reply is not None:
+            out["reply"] = self.reply
+        if self.ts is not None:
+            out["ts"] = str(self.ts)
+        return out
+
+
+def check_id(name: str, value: bytes | str) -> str:
+    """A session or row id: 1-200 bytes of UTF-8 without control characters."""
+    raw = value.encode() if isinstance(value, str) else value
+    if not raw:
+        raise InvalidEntry(f"{name} is empty")
+    if len(raw) > MAX_ID_BYTES:
+        raise InvalidEntry(f"{name} is {len(raw)} bytes, over the limit of {MAX_ID_BYTES}")
+    text = _utf8(name, raw)
+    if _CONTROL.search(text):
+        raise InvalidEntry(f"{name} contains a control character")
+    return text
+
+
+def check_kind(value: bytes | str) -> str:
+    raw = value.encode() if isinstance(value, str) else value
+    if not raw:
+        raise InvalidEntry("kind is empty")
+    if len(raw) > MAX_KIND_BYTES:
+        raise InvalidEntry(f"kind is {len(raw)} bytes, over the limit of {MAX_KIND_BYTES}")
+    text = _utf8("kind", raw)
+    if _CONTROL.search(text):
+        raise InvalidEntry("kind contains a control character")
+    return text
+
+
+def check_op(value: bytes | str) -> str:
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    if text not in OPS:
+        raise InvalidEntry(f"unknown op {text[:40]!r} (expected append or upsert)")
+    return text
+
+
+def check_token(value: bytes | str) -> str:
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    if not _TOKEN.fullmatch(text):
+        raise InvalidEntry("reply token must be 1-128 characters of [A-Za-z0-9_-]")
+    return text
+
+
+def check_body(body: bytes, max_body: int = DEFAULT_MAX_BODY) -> None:
+    """Refuse what PostgreSQL's jsonb would refuse, as far as it is cheap to know."""
+    if len(body) > max_body:
+        raise InvalidEntry(f"body is {len(body)} bytes, over the limit of {max_body}")
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        # orjson is stricter than jsonb on huge numbers and deep nesting:
+        # let PostgreSQL judge what the standard parser still accepts.
+        _check_body_slow(body, e)
+        return
+    if b"\\u0000" in body and _has_nul(value):
+        raise InvalidEntry("body is not valid for jsonb: \\u0000 is not allowed")
+
+
+def _check_body_slow(body: bytes, first: Exception) -> None:
+    def no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        text = body.decode("utf-8")
+        value = json.loads(text, parse_constant=no_constants)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise InvalidEntry(f"body is not valid JSON: {first}") from None
+    if _has_bad_string(value):
+        raise InvalidEntry("body is not valid for jsonb: \\u0000 or a lone surrogate")
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
+
+
+def _has_bad_string(value: Any) -> bool:
+    if isinstance(value, str):
+        if "\x00" in value:
+            return True
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, list):
+        return any(_has_bad_string(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_bad_string(k) or _has_bad_string(v) for k, v in value.items())
+    return False
+
+
+def _utf8(name: str, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidEntry(f"{name} is not valid UTF-8") from None
+
+
+def reply_token(fields: dict[bytes, bytes]) -> str | None:
+    """The entry's reply token if it has a valid one (an error receipt can go there)."""
+    raw = fields.get(b"reply")
+    if raw is None:
+        return None
+    try:
+        return check_token(raw)
+    except InvalidEntry:
+        return None
+
+
+def parse(fields: dict[bytes, bytes], max_body: int = DEFAULT_MAX_BODY) -> Entry:
+    """Check the fields of one stream entry; raise InvalidEntry with the reason."""
+    missing = [f for f in ("op", "session", "row", "kind", "body") if f.encode() not in fields]
+    if missing:
+        raise InvalidEntry(
+            "missing field" + ("s " if len(missing) > 1 else " ") + ", ".join(missing)
+        )
+    op = check_op(fields[b"op"])
+    session = check_id("session", fields[b"session"])
+    row = check_id("row", fields[b"row"])
+    kind = check_kind(fields[b"kind"])
+    reply = None
+    if b"reply" in fields:
+        reply = check_token(fields[b"reply"])
+    ts = None
+    if b"ts" in fields:
+        # ts is informational only: a malformed one is ignored, never a reason to lose a row.
+        try:
+            ts = int(fields[b"ts"])
+        except ValueError:
+            ts = None
+    body = fields[b"body"]
+    check_body(body, max_body)
+    return Entry(op, session, row, kind, body, reply, ts)
+
+
+def encode_body(body: Any) -> bytes:
+    """A producer's body as JSON text; bytes are taken as JSON text already."""
+    if isinstance(body, bytes | bytearray | memoryview):
+        return bytes(body)
+    try:
+        return orjson.dumps(body)
+    except TypeError as e:
+        raise InvalidEntry(f"body is not JSON-serializable: {e}") from None

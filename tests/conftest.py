@@ -1,0 +1,118 @@
+"""Shared fixtures: real servers from URLs, and for every test its own Redis
+key prefix and its own PostgreSQL database (cloned from a migrated template),
+so tests never see each other's data."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+
+import psycopg
+import pytest
+import redis as redis_sync
+from psycopg import sql
+from redis.asyncio import Redis
+
+from ops.migrate import migrate
+
+REDIS_URL = os.environ.get("ROWCAST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ADMIN_URL = os.environ.get(
+    "ROWCAST_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def db_url_for(name: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(ADMIN_URL)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+def _admin() -> psycopg.Connection:
+    return psycopg.connect(ADMIN_URL, autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def template_db() -> Iterator[str]:
+    name = f"rowcast_tpl_{os.getpid()}_{secrets.token_hex(3)}"
+    with _admin() as c:
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    migrate(_as_url(db_url_for(name)))
+    yield name
+    with _admin() as c:
+        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _as_url(conninfo: str) -> str:
+    """libpq key=value to a postgresql:// URL (what rowcast's settings take)."""
+    info = psycopg.conninfo.conninfo_to_dict(conninfo)
+    host = info.get("host", "127.0.0.1")
+    port = info.get("port", "5432")
+    user = info.get("user", "postgres")
+    password = info.get("password")
+    auth = f"{user}:{password}" if password else str(user)
+    return f"postgresql://{auth}@{host}:{port}/{info['dbname']}"
+
+
+def new_database(template: str) -> str:
+    name = f"rowcast_t_{secrets.token_hex(6)}"
+    with _admin() as c:
+        c.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        )
+    return name
+
+
+def drop_database(name: str) -> None:
+    with _admin() as c:
+        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def db_url(template_db: str) -> Iterator[str]:
+    """A migrated database of this test's own."""
+    name = new_database(template_db)
+    yield _as_url(db_url_for(name))
+    drop_database(name)
+
+
+@pytest.fixture
+def empty_db_url() -> Iterator[str]:
+    """A database with no schema (for migration tests)."""
+    name = f"rowcast_e_{secrets.token_hex(6)}"
+    with _admin() as c:
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield _as_url(db_url_for(name))
+    drop_database(name)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return REDIS_URL
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
+    p = f"t{secrets.token_hex(5)}"
+    yield p
+    r = redis_sync.Redis.from_url(REDIS_URL)
+    for key in r.scan_iter(match=f"{p}:*", count=1000):
+        r.delete(key)
+    r.close()
+
+
+@pytest.fixture
+def rsync() -> Iterator[redis_sync.Redis]:
+    r = redis_sync.Redis.from_url(REDIS_URL)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+async def aredis() -> AsyncIterator[Redis]:
+    r = Redis.from_url(REDIS_URL)
+    yield r
+    await r.aclose()

@@ -1,0 +1,201 @@
+"""A batch, as pure logic: sort entries into valid and dead, merge the entries
+of one row, and turn PostgreSQL's answer into changes and receipts.
+
+No I/O here. Python merges and reports; PostgreSQL chooses every number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from producers.entry import Entry, parse, reply_token
+from producers.errors import InvalidEntry
+from writer.change import Change
+
+StreamId = tuple[int, int]
+
+
+def parse_id(raw: bytes | str) -> StreamId:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def format_id(sid: StreamId) -> str:
+    return f"{sid[0]}-{sid[1]}"
+
+
+@dataclass(slots=True)
+class Read:
+    """One entry as XREADGROUP returned it."""
+
+    id: bytes
+    fields: dict[bytes, bytes]
+
+
+@dataclass(slots=True)
+class Valid:
+    id: bytes
+    entry: Entry
+    fields: dict[bytes, bytes]
+
+
+@dataclass(slots=True)
+class Dead:
+    id: bytes
+    fields: dict[bytes, bytes]
+    error: str
+    reply: str | None
+
+    def dead_fields(self) -> list[bytes | str]:
+        """The dead-letter entry: the original fields byte for byte, then ours."""
+        out: list[bytes | str] = []
+        for k, v in self.fields.items():
+            if k not in (b"error", b"source"):
+                out += [k, v]
+        return [*out, "error", self.error, "source", self.id]
+
+
+def sort_out(items: Sequence[Read], max_body: int) -> tuple[list[Valid], list[Dead]]:
+    valid: list[Valid] = []
+    dead: list[Dead] = []
+    for item in items:
+        try:
+            valid.append(Valid(item.id, parse(item.fields, max_body), item.fields))
+        except InvalidEntry as e:
+            dead.append(Dead(item.id, item.fields, str(e), reply_token(item.fields)))
+    return valid, dead
+
+
+@dataclass(slots=True)
+class Merged:
+    """All entries of one (session, row) in a batch, in stream order."""
+
+    session: str
+    row: str
+    kind: str
+    body: bytes
+    upserts: int
+    later: int
+    members: list[Valid] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Plan:
+    merged: list[Merged]
+
+    def arrays(self) -> dict[str, list[Any]]:
+        m = self.merged
+        return {
+            "sessions": [x.session for x in m],
+            "rows": [x.row for x in m],
+            "kinds": [x.kind for x in m],
+            "bodies": [x.body.decode() for x in m],
+            "upserts": [x.upserts for x in m],
+            "later": [x.later for x in m],
+        }
+
+
+def plan(valid: Sequence[Valid]) -> Plan:
+    """Merge the entries of each row, keeping first-seen order.
+
+    The body sent is the last upsert's, or the first entry's when there is no
+    upsert: if the row turns out to be new, later appends are duplicates and
+    every later upsert replaced it; if it exists, only upserts count.
+    """
+    by_key: dict[tuple[str, str], Merged] = {}
+    for v in valid:
+        e = v.entry
+        key = (e.session, e.row)
+        m = by_key.get(key)
+        if m is None:
+            up = 1 if e.op == "upsert" else 0
+            by_key[key] = Merged(e.session, e.row, e.kind, e.body, up, 0, [v])
+            continue
+        m.members.append(v)
+        if e.op == "upsert":
+            m.upserts += 1
+            m.later += 1
+            m.kind, m.body = e.kind, e.body
+    return Plan(list(by_key.values()))
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One line of ``rowcast.apply_batch``."""
+
+    sequence: int
+    old_revision: int | None
+    revision: int
+    change: int | None
+    old_change: int | None
+
+
+@dataclass(slots=True)
+class Receipt:
+    token: str
+    payload: dict[str, Any]
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.payload)
+
+
+def outcome(p: Plan, results: Sequence[Result]) -> tuple[list[Change], list[Receipt]]:
+    """Changes in first-seen order (so each session's change numbers ascend)
+    and one receipt per entry that asked for one."""
+    if len(results) != len(p.merged):
+        raise ValueError(f"{len(results)} results for {len(p.merged)} merged rows")
+    changes: list[Change] = []
+    receipts: list[Receipt] = []
+    for m, r in zip(p.merged, results, strict=True):
+        ack = any(v.entry.reply is not None for v in m.members)
+        if r.change is not None:
+            changes.append(
+                Change(m.session, m.row, r.sequence, r.revision, r.change, m.kind, m.body, ack)
+            )
+        if not ack:
+            continue
+        new = r.old_revision is None
+        revision = 0 if new else r.old_revision or 0
+        for i, v in enumerate(m.members):
+            e = v.entry
+            duplicate = False
+            change: int | None = r.change
+            if new and i == 0:
+                pass
+            elif e.op == "upsert":
+                revision += 1
+            else:
+                duplicate = True
+                if not new and r.old_change is not None and revision == r.old_revision:
+                    change = r.old_change
+            if e.reply is not None:
+                receipts.append(
+                    Receipt(
+                        e.reply,
+                        ok_receipt(m.session, m.row, r.sequence, revision, change, duplicate),
+                    )
+                )
+    return changes, receipts
+
+
+def ok_receipt(
+    session: str, row: str, sequence: int, revision: int, change: int | None, duplicate: bool
+) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "session": session,
+        "row": row,
+        "sequence": sequence,
+        "revision": revision,
+        "change": change,
+        "duplicate": duplicate,
+    }
+
+
+def error_receipt(error: str) -> dict[str, Any]:
+    return {"ok": False, "error": error}

@@ -1,0 +1,108 @@
+"""One active writer per shard: a lease in Redis and a fencing number.
+
+The lease (SET PX, renewed) says who should write; the fencing number (INCR at
+every acquisition) travels into every PostgreSQL transaction, which refuses a
+lower one, so a paused old leader can never commit behind a new one. Reads
+from the consumer group are guarded by the lease inside Redis itself, so a
+process that lost its lease cannot take entries out of the new leader's view.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+
+from producers.keys import CONSUMER, GROUP, Keys
+
+# Take the lease if it is free or already ours; every acquisition gets a new
+# fencing number, which also fences out our own earlier incarnation.
+_ACQUIRE = """
+local cur = redis.call('GET', KEYS[1])
+if cur == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+elseif cur ~= ARGV[1] then
+  return false
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('INCR', KEYS[2])
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# XREADGROUP without BLOCK (scripts may not block), only for the holder.
+_READ = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[3], 'COUNT', ARGV[4],
+                    'STREAMS', KEYS[2], ARGV[5])
+if not r then
+  return {}
+end
+return r
+"""
+
+
+class LeaseLost(Exception):
+    """Raised inside the writer when its lease is no longer its own."""
+
+
+class Lease:
+    def __init__(self, redis: Redis, keys: Keys, shard: int, holder: str, ttl_ms: int) -> None:
+        self.redis = redis
+        self.shard = shard
+        self.holder = holder
+        self.ttl_ms = ttl_ms
+        self._lease = keys.lease(shard)
+        self._fence = keys.fence(shard)
+        self._entries = keys.entries(shard)
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+        self._read = redis.register_script(_READ)
+
+    async def acquire(self) -> int | None:
+        """The new fencing number if the lease is now ours, else None."""
+        fence = await self._acquire(
+            keys=[self._lease, self._fence], args=[self.holder, self.ttl_ms]
+        )
+        return None if fence is None else int(fence)
+
+    async def renew(self) -> bool:
+        return bool(await self._renew(keys=[self._lease], args=[self.holder, self.ttl_ms]))
+
+    async def release(self) -> None:
+        await self._release(keys=[self._lease], args=[self.holder])
+
+    async def read(self, count: int, start: str = ">") -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Entries of the shard's stream for the group's one consumer (``start``
+        ``0`` re-reads its pending list). Raises LeaseLost when not the holder."""
+        reply: Any = await self._read(
+            keys=[self._lease, self._entries],
+            args=[self.holder, GROUP, CONSUMER, count, start],
+        )
+        if reply == 0:
+            raise LeaseLost(f"shard {self.shard}: lease is held by another writer")
+        if not reply:
+            return []
+        out: list[tuple[bytes, dict[bytes, bytes]]] = []
+        for entry_id, flat in reply[0][1]:
+            if flat is None:  # deleted while pending
+                out.append((entry_id, {}))
+                continue
+            out.append((entry_id, dict(zip(flat[::2], flat[1::2], strict=True))))
+        return out

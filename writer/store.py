@@ -1,0 +1,179 @@
+"""The writer's PostgreSQL side: one transaction per batch, the tracking
+record inside it, and the isolation of entries PostgreSQL refuses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import errors as pgerr
+
+from producers.errors import Fenced, RowcastError, Unavailable
+from writer.batch import Dead, Plan, Result, StreamId, Valid, parse_id, plan
+from writer.change import Change
+
+log = logging.getLogger(__name__)
+
+_SQL = Path(__file__).parent / "sql"
+# Errors that mean "this data", not "this connection": worth isolating.
+_DATA_ERRORS = (pgerr.DataError, pgerr.IntegrityError, pgerr.ProgramLimitExceeded)
+
+
+@cache
+def sql(name: str) -> bytes:
+    return (_SQL / f"{name}.sql").read_bytes()
+
+
+class AlreadyApplied(RowcastError):
+    """The batch starts at or below the stored offset: recover and re-read."""
+
+
+def translate(e: psycopg.Error) -> RowcastError:
+    """One place where driver errors become rowcast's."""
+    state = getattr(e, "sqlstate", None)
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if state == "RC001":
+        return Fenced(first)
+    if state == "RC002":
+        return AlreadyApplied(first)
+    return Unavailable(f"PostgreSQL: {first}")
+
+
+class Store:
+    def __init__(self, conn: psycopg.AsyncConnection[Any], stream: str) -> None:
+        self.conn = conn
+        self.stream = stream
+
+    @classmethod
+    async def connect(cls, url: str, stream: str, lease_ms: int) -> Store:
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                url, autocommit=True, prepare_threshold=None, application_name="rowcast-writer"
+            )
+            # A writer frozen inside its transaction must not keep its session
+            # locks past its lease: the server ends that transaction itself.
+            await conn.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', %s, false),"
+                " set_config('lock_timeout', %s, false),"
+                " set_config('statement_timeout', %s, false)",
+                (str(lease_ms), str(lease_ms), str(max(60_000, 4 * lease_ms))),
+            )
+        except psycopg.Error as e:
+            raise translate(e) from e
+        return cls(conn, stream)
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    async def claim(self, fence: int) -> StreamId:
+        """Take the stream for this fencing number; return its last applied id."""
+        try:
+            cur = await self.conn.execute("SELECT rowcast.claim(%s, %s)", (self.stream, fence))
+            row = await cur.fetchone()
+        except psycopg.Error as e:
+            raise translate(e) from e
+        assert row is not None
+        return parse_id(row[0])
+
+    async def apply(
+        self, fence: int, first: StreamId, last: StreamId, valid: Sequence[Valid]
+    ) -> tuple[list[tuple[Plan, list[Result]]], list[Dead]]:
+        """Store the valid entries of ids first..last in one transaction.
+
+        Returns the (plan, results) pieces in stream order and the entries
+        PostgreSQL refused. A refusal splits the batch under savepoints; the
+        rest is committed, in order, in the same transaction.
+        """
+        offsets = (self.stream, fence, *first, *last)
+        try:
+            try:
+                async with self.conn.transaction():
+                    if not valid:
+                        await self.conn.execute(
+                            "SELECT rowcast.advance(%s, %s, %s, %s, %s, %s)", offsets
+                        )
+                        return [], []
+                    p = plan(valid)
+                    return [(p, await self._run(p, offsets))], []
+            except _DATA_ERRORS as e:
+                log.warning("batch refused by PostgreSQL (%s); isolating the entries", e)
+            async with self.conn.transaction():
+                await self.conn.execute("SELECT rowcast.advance(%s, %s, %s, %s, %s, %s)", offsets)
+                pieces: list[tuple[Plan, list[Result]]] = []
+                rejected: list[Dead] = []
+                await self._isolate(list(valid), pieces, rejected)
+                return pieces, rejected
+        except psycopg.Error as e:
+            raise translate(e) from e
+
+    async def _run(self, p: Plan, offsets: tuple[Any, ...] | None) -> list[Result]:
+        params: dict[str, Any] = dict(p.arrays())
+        if offsets is None:
+            offsets = (None, 0, 0, 0, 0, 0)
+        keys = ("stream", "fence", "first_ms", "first_seq", "last_ms", "last_seq")
+        params.update(zip(keys, offsets, strict=True))
+        cur = await self.conn.execute(sql("apply"), params)
+        return [Result(*row) for row in await cur.fetchall()]
+
+    async def _isolate(
+        self,
+        chunk: list[Valid],
+        pieces: list[tuple[Plan, list[Result]]],
+        rejected: list[Dead],
+    ) -> None:
+        """Bisect until every refused entry stands alone, applying the rest in order."""
+        try:
+            async with self.conn.transaction():
+                p = plan(chunk)
+                pieces.append((p, await self._run(p, None)))
+            return
+        except _DATA_ERRORS as e:
+            if len(chunk) == 1:
+                v = chunk[0]
+                reason = "PostgreSQL refused the entry: " + str(e).strip().splitlines()[0]
+                await self.conn.execute(
+                    "INSERT INTO rowcast.rejects (stream, entry_id, error) VALUES (%s, %s, %s)"
+                    " ON CONFLICT DO NOTHING",
+                    (self.stream, v.id.decode(), reason),
+                )
+                rejected.append(Dead(v.id, v.fields, reason, v.entry.reply))
+                return
+        mid = len(chunk) // 2
+        await self._isolate(chunk[:mid], pieces, rejected)
+        await self._isolate(chunk[mid:], pieces, rejected)
+
+    async def rows_for(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Change]:
+        """The current state of these rows (recovery of a committed batch)."""
+        if not keys:
+            return {}
+        try:
+            cur = await self.conn.execute(
+                sql("rows_for"),
+                {"sessions": [k[0] for k in keys], "rows": [k[1] for k in keys]},
+            )
+            rows = await cur.fetchall()
+        except psycopg.Error as e:
+            raise translate(e) from e
+        return {
+            (s, r): Change(s, r, seq, rev, chg, kind, body.encode())
+            for s, r, seq, rev, chg, kind, body in rows
+        }
+
+    async def rejects_for(self, ids: Sequence[bytes]) -> dict[bytes, str]:
+        if not ids:
+            return {}
+        try:
+            cur = await self.conn.execute(
+                "SELECT entry_id, error FROM rowcast.rejects"
+                " WHERE stream = %s AND entry_id = ANY(%s::text[])",
+                (self.stream, [i.decode() for i in ids]),
+            )
+            rows = await cur.fetchall()
+        except psycopg.Error as e:
+            raise translate(e) from e
+        return {eid.encode(): err for eid, err in rows}

@@ -1,0 +1,307 @@
+"""The writer of one shard: lead (lease + fence), recover, then read, commit
+and publish batches in a three-stage pipeline with one transaction in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from redis import exceptions as rexc
+from redis.asyncio import Redis
+
+from producers.errors import Fenced, Unavailable
+from producers.keys import GROUP, Keys
+from writer.backoff import Backoff, sleep_unless
+from writer.batch import (
+    Dead,
+    Read,
+    Receipt,
+    StreamId,
+    format_id,
+    ok_receipt,
+    outcome,
+    parse_id,
+    sort_out,
+)
+from writer.change import Change
+from writer.lease import Lease, LeaseLost
+from writer.metrics import METRICS
+from writer.publish import Outcome, Publisher
+from writer.store import AlreadyApplied, Store
+
+log = logging.getLogger(__name__)
+
+_RAISE_FENCE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
+if cur <= tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[2], tonumber(ARGV[2]) + 1)
+  return tonumber(ARGV[2]) + 1
+end
+return redis.call('INCR', KEYS[2])
+"""
+
+_TRANSIENT = (Unavailable, AlreadyApplied, rexc.ConnectionError, rexc.TimeoutError, OSError)
+
+
+@dataclass(frozen=True)
+class WriterConfig:
+    keys: Keys
+    shard: int
+    database_url: str
+    holder: str
+    batch_max: int = 1000
+    linger_ms: int = 2
+    lease_ms: int = 5000
+    rows_maxlen: int = 1_000_000
+    receipt_ttl_ms: int = 300_000
+    max_body: int = 1 << 20
+
+
+Items = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+class ShardWriter:
+    def __init__(self, redis: Redis, cfg: WriterConfig) -> None:
+        self.redis = redis
+        self.cfg = cfg
+        self.entries = cfg.keys.entries(cfg.shard)
+        self.lease = Lease(redis, cfg.keys, cfg.shard, cfg.holder, cfg.lease_ms)
+        self.publisher = Publisher(redis, cfg.keys, cfg.shard, cfg.rows_maxlen, cfg.receipt_ttl_ms)
+        self._raise_fence = redis.register_script(_RAISE_FENCE)
+        self.leading = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Wait for the lease, lead until it is lost or ``stop`` is set; repeat."""
+        backoff = Backoff()
+        poll = self.cfg.lease_ms / 5000
+        try:
+            while not stop.is_set():
+                try:
+                    await self._ensure_group()
+                    fence = await self.lease.acquire()
+                except _TRANSIENT as e:
+                    log.warning("shard %d: %s; retrying", self.cfg.shard, _one_line(e))
+                    await backoff.wait(stop)
+                    continue
+                if fence is None:
+                    await sleep_unless(stop, poll)
+                    continue
+                try:
+                    await self._lead(fence, stop)
+                    backoff.reset()
+                except (Fenced, LeaseLost) as e:
+                    log.warning("shard %d: stepping down: %s", self.cfg.shard, _one_line(e))
+                    await sleep_unless(stop, poll)
+                except _TRANSIENT as e:
+                    log.warning("shard %d: %s; recovering", self.cfg.shard, _one_line(e))
+                    await backoff.wait(stop)
+                finally:
+                    self.leading.clear()
+        finally:
+            with contextlib.suppress(*_TRANSIENT):
+                await self.lease.release()
+
+    async def _ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(self.entries, GROUP, id="0", mkstream=True)
+        except rexc.ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    async def _lead(self, fence: int, stop: asyncio.Event) -> None:
+        cfg = self.cfg
+        store = await Store.connect(cfg.database_url, self.entries, cfg.lease_ms)
+        try:
+            try:
+                last = await store.claim(fence)
+            except Fenced as e:
+                # Redis forgot its fencing counter (a restart without
+                # persistence): move it past PostgreSQL's while we hold the lease.
+                stored = int(str(e).split("fencing number ")[1].split(",")[0])
+                fence = await self._raise_fence(
+                    keys=[cfg.keys.lease(cfg.shard), cfg.keys.fence(cfg.shard)],
+                    args=[cfg.holder, stored],
+                )
+                if fence is None:
+                    raise
+                last = await store.claim(int(fence))
+            log.info(
+                "shard %d: leading with fence %d, applied up to %s",
+                cfg.shard,
+                fence,
+                format_id(last),
+            )
+            self.leading.set()
+            async with asyncio.TaskGroup() as tg:
+                renewing = tg.create_task(self._renew())
+                await self._recover(store, fence, last)
+                await self._pipeline(store, fence, stop)
+                renewing.cancel()
+        except BaseExceptionGroup as group:
+            raise _first(group) from None
+        finally:
+            await store.close()
+
+    async def _renew(self) -> None:
+        period = self.cfg.lease_ms / 3000
+        last_ok = time.monotonic()
+        while True:
+            await asyncio.sleep(period)
+            try:
+                if not await self.lease.renew():
+                    raise LeaseLost(f"shard {self.cfg.shard}: lease taken over")
+                last_ok = time.monotonic()
+            except _TRANSIENT:
+                if time.monotonic() - last_ok > self.cfg.lease_ms / 1000 * 0.8:
+                    raise LeaseLost(f"shard {self.cfg.shard}: could not renew the lease") from None
+
+    async def _recover(self, store: Store, fence: int, last: StreamId) -> None:
+        """Finish what an earlier leader left pending: entries at or below the
+        tracking record are stored (tell the world again); the rest are applied."""
+        start = "0"
+        while True:
+            items = await self.lease.read(self.cfg.batch_max, start)
+            if not items:
+                return
+            start = items[-1][0].decode()
+            done = [it for it in items if parse_id(it[0]) <= last]
+            todo = [it for it in items if parse_id(it[0]) > last]
+            if done:
+                log.info("shard %d: re-publishing %d committed entries", self.cfg.shard, len(done))
+                await self.publisher.publish(await self._republish(store, done))
+            if todo:
+                await self.publisher.publish(await self._commit(store, fence, todo))
+
+    async def _pipeline(self, store: Store, fence: int, stop: asyncio.Event) -> None:
+        reads: asyncio.Queue[Items | None] = asyncio.Queue(1)
+        outs: asyncio.Queue[Outcome | None] = asyncio.Queue(1)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._reader(reads, stop))
+            publishing = tg.create_task(self._publisher(outs))
+            while (items := await reads.get()) is not None:
+                await outs.put(await self._commit(store, fence, items))
+            await outs.put(None)
+            await publishing
+
+    async def _reader(self, q: asyncio.Queue[Items | None], stop: asyncio.Event) -> None:
+        cfg = self.cfg
+        last_id = await self._last_delivered()
+        while not stop.is_set():
+            items = await self.lease.read(cfg.batch_max)
+            if not items:
+                await self.redis.xread({self.entries: last_id}, count=1, block=250)
+                continue
+            if cfg.linger_ms and len(items) < cfg.batch_max and not _asks_receipt(items):
+                await asyncio.sleep(cfg.linger_ms / 1000)
+                items += await self.lease.read(cfg.batch_max - len(items))
+            last_id = items[-1][0]
+            await q.put(items)
+        await q.put(None)
+
+    async def _last_delivered(self) -> bytes | str:
+        for group in await self.redis.xinfo_groups(self.entries):
+            name = group.get("name")
+            if name in (GROUP, GROUP.encode()):
+                value = group.get("last-delivered-id")
+                return value if value is not None else "$"
+        return "$"
+
+    async def _publisher(self, q: asyncio.Queue[Outcome | None]) -> None:
+        while (out := await q.get()) is not None:
+            await self.publisher.publish(out)
+            METRICS.observe_published(self.cfg.shard, out)
+
+    async def _commit(self, store: Store, fence: int, items: Items) -> Outcome:
+        started = time.perf_counter()
+        valid, dead = sort_out([Read(i, f) for i, f in items], self.cfg.max_body)
+        pieces, rejected = await store.apply(
+            fence, parse_id(items[0][0]), parse_id(items[-1][0]), valid
+        )
+        out = Outcome(ids=[i for i, _ in items], dead=_in_order(dead + rejected))
+        for p, results in pieces:
+            changes, receipts = outcome(p, results)
+            out.changes += changes
+            out.receipts += receipts
+        METRICS.observe_commit(self.cfg.shard, len(items), time.perf_counter() - started)
+        for d in out.dead:
+            log.warning(
+                "shard %d: dead letter %s: %s",
+                self.cfg.shard,
+                d.id.decode(),
+                d.error,
+                extra={
+                    "shard": self.cfg.shard,
+                    "entry": d.id.decode(),
+                    "session": d.fields.get(b"session", b"").decode("utf-8", "replace"),
+                },
+            )
+        return out
+
+    async def _republish(self, store: Store, items: Items) -> Outcome:
+        valid, dead = sort_out([Read(i, f) for i, f in items], self.cfg.max_body)
+        rejects = await store.rejects_for([v.id for v in valid])
+        keep = [v for v in valid if v.id not in rejects]
+        dead += [
+            Dead(v.id, v.fields, rejects[v.id], v.entry.reply) for v in valid if v.id in rejects
+        ]
+        keys = list(dict.fromkeys((v.entry.session, v.entry.row) for v in keep))
+        rows = await store.rows_for(keys)
+        asked = {(v.entry.session, v.entry.row) for v in keep if v.entry.reply is not None}
+        out = Outcome(ids=[i for i, _ in items])
+        for key in keys:
+            c = rows.get(key)
+            if c is not None:
+                out.changes.append(_with_ack(c, key in asked))
+        out.changes.sort(key=lambda c: (c.session, c.change))
+        for v in keep:
+            c = rows.get((v.entry.session, v.entry.row))
+            if c is None:
+                dead.append(
+                    Dead(
+                        v.id,
+                        v.fields,
+                        "row missing from PostgreSQL although its entry was recorded as applied",
+                        v.entry.reply,
+                    )
+                )
+            elif v.entry.reply is not None:
+                out.receipts.append(
+                    Receipt(
+                        v.entry.reply,
+                        ok_receipt(c.session, c.row, c.sequence, c.revision, c.change, False),
+                    )
+                )
+        out.dead = _in_order(dead)
+        return out
+
+
+def _with_ack(c: Change, ack: bool) -> Change:
+    return Change(c.session, c.row, c.sequence, c.revision, c.change, c.kind, c.body, ack)
+
+
+def _asks_receipt(items: Items) -> bool:
+    return any(b"reply" in f for _, f in items)
+
+
+def _in_order(dead: list[Dead]) -> list[Dead]:
+    return sorted(dead, key=lambda d: parse_id(d.id))
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    """The error that ended a task group (not the cancellations it caused)."""
+    for e in group.exceptions:
+        if isinstance(e, BaseExceptionGroup):
+            return _first(e)
+        if not isinstance(e, asyncio.CancelledError):
+            return e
+    return group.exceptions[0]
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
