@@ -40,10 +40,13 @@ def migrate(database_url: str) -> list[str]:
             lock_conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
             try:
                 backend = get_backend(yoyo_url(database_url))
-                migrations = read_migrations(str(MIGRATIONS))
-                with backend.lock():
-                    todo = backend.to_apply(migrations)
-                    backend.apply_migrations(todo)
+                try:
+                    migrations = read_migrations(str(MIGRATIONS))
+                    with backend.lock():
+                        todo = backend.to_apply(migrations)
+                        backend.apply_migrations(todo)
+                finally:
+                    backend.connection.close()
                 return [m.id for m in todo]
             finally:
                 lock_conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))

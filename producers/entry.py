@@ -21,6 +21,7 @@ MAX_ID_BYTES = 200
 MAX_KIND_BYTES = 64
 DEFAULT_MAX_BODY = 1 << 20
 
+_STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 # Cc: C0 controls, DEL and C1 controls.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -36,6 +37,8 @@ class Entry:
     """JSON text, exactly as it travels (never re-encoded on the write path)."""
     reply: str | None = None
     ts: int | None = None
+    origin: str | None = None
+    """For an entry re-fed by ``rowcast replay``: the id it had originally."""
 
     def fields(self) -> dict[str, str | bytes]:
         out: dict[str, str | bytes] = {
@@ -49,6 +52,8 @@ class Entry:
             out["reply"] = self.reply
         if self.ts is not None:
             out["ts"] = str(self.ts)
+        if self.origin is not None:
+            out["origin"] = self.origin
         return out
 
 
@@ -184,9 +189,14 @@ def parse(fields: dict[bytes, bytes], max_body: int = DEFAULT_MAX_BODY) -> Entry
             ts = int(fields[b"ts"])
         except ValueError:
             ts = None
+    origin = None
+    if b"origin" in fields:
+        origin = fields[b"origin"].decode("utf-8", "replace")
+        if not _STREAM_ID.fullmatch(origin):
+            raise InvalidEntry("origin is not a stream entry id (ms-seq)")
     body = fields[b"body"]
     check_body(body, max_body)
-    return Entry(op, session, row, kind, body, reply, ts)
+    return Entry(op, session, row, kind, body, reply, ts, origin)
 
 
 def encode_body(body: Any) -> bytes:

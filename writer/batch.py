@@ -73,7 +73,7 @@ def sort_out(items: Sequence[Read], max_body: int) -> tuple[list[Valid], list[De
 
 @dataclass(slots=True)
 class Merged:
-    """All entries of one (session, row) in a batch, in stream order."""
+    """All entries of one (session, row) in one SQL call, in stream order."""
 
     session: str
     row: str
@@ -81,6 +81,8 @@ class Merged:
     body: bytes
     upserts: int
     later: int
+    entry: StreamId
+    replayed: bool
     members: list[Valid] = field(default_factory=list)
 
 
@@ -97,11 +99,48 @@ class Plan:
             "bodies": [x.body.decode() for x in m],
             "upserts": [x.upserts for x in m],
             "later": [x.later for x in m],
+            "entry_ms": [x.entry[0] for x in m],
+            "entry_seq": [x.entry[1] for x in m],
+            "replayed": [x.replayed for x in m],
         }
 
 
-def plan(valid: Sequence[Valid]) -> Plan:
-    """Merge the entries of each row, keeping first-seen order.
+def plans(valid: Sequence[Valid]) -> list[Plan]:
+    """The SQL calls that apply these entries, in stream order.
+
+    Live entries of one row merge into one element. Replayed entries never
+    merge: each must be checked against what its row already reflects, so a
+    run of them is cut wherever a row repeats.
+    """
+    out: list[Plan] = []
+    live: list[Valid] = []
+    replay: list[Valid] = []
+    seen: set[tuple[str, str]] = set()
+    for v in valid:
+        if v.entry.origin is None:
+            if replay:
+                out.append(_replay_plan(replay))
+                replay, seen = [], set()
+            live.append(v)
+            continue
+        if live:
+            out.append(merge(live))
+            live = []
+        key = (v.entry.session, v.entry.row)
+        if key in seen:
+            out.append(_replay_plan(replay))
+            replay, seen = [], set()
+        replay.append(v)
+        seen.add(key)
+    if live:
+        out.append(merge(live))
+    if replay:
+        out.append(_replay_plan(replay))
+    return out
+
+
+def merge(valid: Sequence[Valid]) -> Plan:
+    """Merge live entries of each row, keeping first-seen order.
 
     The body sent is the last upsert's, or the first entry's when there is no
     upsert: if the row turns out to be new, later appends are duplicates and
@@ -114,14 +153,29 @@ def plan(valid: Sequence[Valid]) -> Plan:
         m = by_key.get(key)
         if m is None:
             up = 1 if e.op == "upsert" else 0
-            by_key[key] = Merged(e.session, e.row, e.kind, e.body, up, 0, [v])
+            by_key[key] = Merged(
+                e.session, e.row, e.kind, e.body, up, 0, parse_id(v.id), False, [v]
+            )
             continue
         m.members.append(v)
+        m.entry = parse_id(v.id)
         if e.op == "upsert":
             m.upserts += 1
             m.later += 1
             m.kind, m.body = e.kind, e.body
     return Plan(list(by_key.values()))
+
+
+def _replay_plan(valid: Sequence[Valid]) -> Plan:
+    merged = []
+    for v in valid:
+        e = v.entry
+        assert e.origin is not None
+        up = 1 if e.op == "upsert" else 0
+        merged.append(
+            Merged(e.session, e.row, e.kind, e.body, up, 0, parse_id(e.origin), True, [v])
+        )
+    return Plan(merged)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +215,17 @@ def outcome(p: Plan, results: Sequence[Result]) -> tuple[list[Change], list[Rece
             continue
         new = r.old_revision is None
         revision = 0 if new else r.old_revision or 0
+        if not new and r.change is None:
+            # Nothing applied (duplicate appends, or a replay the row already reflects).
+            for v in m.members:
+                if v.entry.reply is not None:
+                    receipts.append(
+                        Receipt(
+                            v.entry.reply,
+                            ok_receipt(m.session, m.row, r.sequence, revision, r.old_change, True),
+                        )
+                    )
+            continue
         for i, v in enumerate(m.members):
             e = v.entry
             duplicate = False

@@ -14,7 +14,7 @@ import psycopg
 from psycopg import errors as pgerr
 
 from producers.errors import Fenced, RowcastError, Unavailable
-from writer.batch import Dead, Plan, Result, StreamId, Valid, parse_id, plan
+from writer.batch import Dead, Plan, Result, StreamId, Valid, parse_id, plans
 from writer.change import Change
 
 log = logging.getLogger(__name__)
@@ -93,13 +93,16 @@ class Store:
         try:
             try:
                 async with self.conn.transaction():
-                    if not valid:
+                    todo = plans(valid)
+                    if not todo:
                         await self.conn.execute(
                             "SELECT rowcast.advance(%s, %s, %s, %s, %s, %s)", offsets
                         )
                         return [], []
-                    p = plan(valid)
-                    return [(p, await self._run(p, offsets))], []
+                    done = []
+                    for i, p in enumerate(todo):
+                        done.append((p, await self._run(p, offsets if i == 0 else None)))
+                    return done, []
             except _DATA_ERRORS as e:
                 log.warning("batch refused by PostgreSQL (%s); isolating the entries", e)
             async with self.conn.transaction():
@@ -129,8 +132,8 @@ class Store:
         """Bisect until every refused entry stands alone, applying the rest in order."""
         try:
             async with self.conn.transaction():
-                p = plan(chunk)
-                pieces.append((p, await self._run(p, None)))
+                done = [(p, await self._run(p, None)) for p in plans(chunk)]
+            pieces.extend(done)
             return
         except _DATA_ERRORS as e:
             if len(chunk) == 1:

@@ -19,6 +19,10 @@ CREATE TABLE rowcast.rows (
     change     bigint NOT NULL,
     kind       text NOT NULL,
     body       jsonb NOT NULL,
+    -- The input entry that last wrote the row (its original id for a
+    -- replayed entry): lets a replay skip what a row already reflects.
+    entry_ms   bigint NOT NULL DEFAULT 0,
+    entry_seq  bigint NOT NULL DEFAULT 0,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT rows_pkey PRIMARY KEY (session_id, row_id),

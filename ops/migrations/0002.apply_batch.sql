@@ -53,14 +53,17 @@ $$;
 -- Apply one batch of merged entries (one element per (session, row), in
 -- first-seen stream order). p_upserts counts all upserts of the row in the
 -- batch, p_later those after its first entry; kind/body are the row's final
--- ones. Returns one line per element: its sequence, the revision before
+-- ones; p_entry_* is the id of the last entry merged (the original id for a
+-- replayed entry). A replayed upsert applies only to a row last written by
+-- an older entry, so replaying what is stored changes nothing. Returns one line per element: its sequence, the revision before
 -- (NULL when the row is new) and after, and its change number (NULL when
 -- nothing changed: duplicate appends).
 CREATE OR REPLACE FUNCTION rowcast.apply_batch(
     p_stream text, p_fence bigint,
     p_first_ms bigint, p_first_seq bigint, p_last_ms bigint, p_last_seq bigint,
     p_sessions text[], p_rows text[], p_kinds text[], p_bodies text[],
-    p_upserts int[], p_later int[])
+    p_upserts int[], p_later int[],
+    p_entry_ms bigint[], p_entry_seq bigint[], p_replayed boolean[])
 RETURNS TABLE (o_pos bigint, o_sequence bigint, o_old_revision bigint,
                o_revision bigint, o_change bigint, o_old_change bigint)
 LANGUAGE plpgsql
@@ -86,15 +89,21 @@ BEGIN
     -- before the locks above were granted.
     RETURN QUERY
     WITH input AS (
-        SELECT t.session_id, t.row_id, t.kind, t.body, t.upserts, t.later, t.pos
-          FROM unnest(p_sessions, p_rows, p_kinds, p_bodies, p_upserts, p_later)
-               WITH ORDINALITY AS t (session_id, row_id, kind, body, upserts, later, pos)
-    ), plan AS (
+        SELECT t.*
+          FROM unnest(p_sessions, p_rows, p_kinds, p_bodies, p_upserts, p_later,
+                      p_entry_ms, p_entry_seq, p_replayed)
+               WITH ORDINALITY AS t (session_id, row_id, kind, body, upserts, later,
+                                     entry_ms, entry_seq, replayed, pos)
+    ), looked AS (
         SELECT i.*, r.sequence AS old_seq, r.revision AS old_rev, r.change AS old_chg,
                (r.row_id IS NULL) AS is_new,
-               (r.row_id IS NULL OR i.upserts > 0) AS changed
+               (r.row_id IS NOT NULL AND i.upserts > 0
+                AND (NOT i.replayed OR (r.entry_ms, r.entry_seq) < (i.entry_ms, i.entry_seq)))
+                   AS replaces
           FROM input i
           LEFT JOIN rowcast.rows r ON r.session_id = i.session_id AND r.row_id = i.row_id
+    ), plan AS (
+        SELECT l.*, (l.is_new OR l.replaces) AS changed FROM looked l
     ), numbered AS (
         SELECT p.*,
                CASE WHEN p.is_new
@@ -102,22 +111,26 @@ BEGIN
                     ELSE p.old_seq END AS n_seq,
                CASE WHEN p.changed
                     THEN h.last_change + count(*) FILTER (WHERE p.changed) OVER w END AS n_chg,
-               CASE WHEN p.is_new THEN p.later::bigint ELSE p.old_rev + p.upserts END AS n_rev
+               CASE WHEN p.is_new THEN p.later::bigint
+                    WHEN p.replaces THEN p.old_rev + p.upserts
+                    ELSE p.old_rev END AS n_rev
           FROM plan p
           JOIN rowcast.sessions h ON h.session_id = p.session_id
         WINDOW w AS (PARTITION BY p.session_id ORDER BY p.pos)
     ), inserted AS (
-        INSERT INTO rowcast.rows (session_id, row_id, sequence, revision, change, kind, body)
-        SELECT n.session_id, n.row_id, n.n_seq, n.n_rev, n.n_chg, n.kind, n.body::jsonb
+        INSERT INTO rowcast.rows (session_id, row_id, sequence, revision, change, kind, body,
+                                  entry_ms, entry_seq)
+        SELECT n.session_id, n.row_id, n.n_seq, n.n_rev, n.n_chg, n.kind, n.body::jsonb,
+               n.entry_ms, n.entry_seq
           FROM numbered n
          WHERE n.is_new
          ORDER BY n.pos
     ), updated AS (
         UPDATE rowcast.rows r
            SET kind = n.kind, body = n.body::jsonb, revision = n.n_rev, change = n.n_chg,
-               updated_at = now()
+               entry_ms = n.entry_ms, entry_seq = n.entry_seq, updated_at = now()
           FROM numbered n
-         WHERE NOT n.is_new AND n.upserts > 0
+         WHERE n.replaces
            AND r.session_id = n.session_id AND r.row_id = n.row_id
     ), heads AS (
         UPDATE rowcast.sessions h

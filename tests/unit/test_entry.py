@@ -1,0 +1,110 @@
+"""The entry wire format: what producers refuse before XADD and the writer
+dead-letters after XREADGROUP."""
+
+from __future__ import annotations
+
+import pytest
+
+from producers.entry import check_body, parse, reply_token
+from producers.errors import InvalidEntry
+from producers.keys import Keys, shard_of
+
+
+def fields(**kw: str | bytes) -> dict[bytes, bytes]:
+    base: dict[str, str | bytes] = {
+        "op": "append", "session": "s", "row": "r", "kind": "user", "body": "{}",
+    }
+    base.update(kw)
+    return {k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in base.items()}
+
+
+def test_valid_entry_keeps_body_bytes() -> None:
+    e = parse(fields(body='{"b": [1, 2]}', reply="tok_1-A", ts="123", extra="ignored"))
+    assert (e.op, e.session, e.row, e.kind) == ("append", "s", "r", "user")
+    assert e.body == b'{"b": [1, 2]}'
+    assert e.reply == "tok_1-A"
+    assert e.ts == 123
+
+
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        ({"op": "delete"}, "unknown op"),
+        ({"session": ""}, "session is empty"),
+        ({"session": "x" * 201}, "over the limit"),
+        ({"row": "a\nb"}, "control character"),
+        ({"row": "a\x85b"}, "control character"),
+        ({"session": b"\xff\xfe"}, "not valid UTF-8"),
+        ({"kind": "k" * 65}, "over the limit"),
+        ({"body": "{"}, "not valid JSON"),
+        ({"body": "NaN"}, "not valid JSON"),
+        ({"body": '"\\ud800"'}, "lone surrogate"),
+        ({"body": '{"a": "\\u0000"}'}, "\\u0000"),
+        ({"body": b'"\xed\xa0\x80"'}, "not valid JSON"),
+        ({"reply": "has space"}, "reply token"),
+        ({"reply": "x" * 129}, "reply token"),
+        ({"origin": "nope"}, "origin"),
+    ],
+)
+def test_invalid_entries_say_why(override: dict[str, str], reason: str) -> None:
+    with pytest.raises(InvalidEntry, match=reason.replace("\\", "\\\\")):
+        parse(fields(**override))
+
+
+def test_missing_fields_are_named() -> None:
+    f = fields()
+    del f[b"kind"], f[b"body"]
+    with pytest.raises(InvalidEntry, match="missing fields kind, body"):
+        parse(f)
+
+
+def test_limits_are_inclusive() -> None:
+    e = parse(fields(session="é" * 100, row="r" * 200, kind="k" * 64))
+    assert len(e.session.encode()) == 200
+
+
+def test_body_size_limit() -> None:
+    check_body(b'"' + b"x" * 98 + b'"', max_body=100)
+    with pytest.raises(InvalidEntry, match="over the limit of 100"):
+        check_body(b'"' + b"x" * 99 + b'"', max_body=100)
+
+
+def test_escaped_backslash_u0000_is_fine() -> None:
+    check_body(b'{"a": "\\\\u0000"}')  # the text \u0000, not a NUL
+
+
+def test_numbers_postgres_takes_are_not_refused_early() -> None:
+    check_body(b"1e400")  # orjson refuses it; jsonb stores it
+    check_body(b"[" * 1000 + b"]" * 1000)
+
+
+def test_nesting_deeper_than_1024_is_refused() -> None:
+    with pytest.raises(InvalidEntry, match="depth"):
+        check_body(b"[" * 1500 + b"]" * 1500)
+
+
+def test_malformed_ts_is_ignored_not_fatal() -> None:
+    assert parse(fields(ts="soon")).ts is None
+
+
+def test_reply_token_of_a_bad_entry() -> None:
+    assert reply_token(fields(op="nope", reply="ok-token")) == "ok-token"
+    assert reply_token(fields(reply="bad token")) is None
+
+
+def test_shard_is_crc32_mod_shards() -> None:
+    # zlib.crc32(b"session-1") == 0x1F2E6A7E... checked against an independent value:
+    import binascii
+
+    for s in ["a", "session-1", "ünïcode", "x" * 200]:
+        assert shard_of(s, 7) == (binascii.crc32(s.encode()) & 0xFFFFFFFF) % 7
+    assert shard_of("anything", 1) == 0
+
+
+def test_keys_share_a_hash_tag_per_shard() -> None:
+    k = Keys("p")
+    assert k.entries(3) == "p:{3}:entries"
+    assert k.rows(3) == "p:{3}:rows"
+    assert k.dead(3) == "p:{3}:dead"
+    assert k.reply(3, "T") == "p:{3}:reply:T"
+    assert k.channel == "p:rows"
