@@ -89,6 +89,35 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--session", required=True, action="append")
     c.add_argument("--ttl", type=int, default=3600, metavar="SECONDS")
 
+    c = cmd("jobs", "maintenance jobs: run them now, enqueue them on RQ, or schedule them")
+    jobs = c.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    jobs.required = True
+    names_help = "trim-entries, trim-rows, health, verify or all (default: all)"
+    d = jobs.add_parser("run", help="run jobs now, in this process", parents=[common])
+    d.add_argument("names", nargs="*", metavar="JOB", help=names_help)
+    d.add_argument("--json", action="store_true", help="print each job's result as JSON")
+    d = jobs.add_parser("enqueue", help="enqueue jobs once on the RQ queue", parents=[common])
+    d.add_argument("names", nargs="*", metavar="JOB", help=names_help)
+    d.add_argument("--queue", default="rowcast-maintenance")
+    d = jobs.add_parser(
+        "schedule", help="enqueue every job periodically until stopped", parents=[common]
+    )
+    d.add_argument("--queue", default="rowcast-maintenance")
+    d.add_argument(
+        "--every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="period of trim-entries, trim-rows and health (default 60)",
+    )
+    d.add_argument(
+        "--verify-every",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="period of verify (default 3600)",
+    )
+
     c = cmd("connect", "tail an agent's transcripts and push their rows")
     c.add_argument("source", choices=["claude-code", "codex"])
     c.add_argument("--dir", help="where the transcripts are")
@@ -108,6 +137,7 @@ _COMMANDS = {
     "replay": "ops.replay",
     "dlq": "ops.dlq",
     "token": "ops.token",
+    "jobs": "ops.jobs",
     "connect": "ops.connect",
 }
 
@@ -151,3 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry() -> NoReturn:
     raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    entry()

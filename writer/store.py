@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import errors as pgerr
 
 from producers.errors import Fenced, RowcastError, Unavailable
 from writer.batch import Dead, Plan, Result, StreamId, Valid, parse_id, plans
@@ -20,8 +19,14 @@ from writer.change import Change
 log = logging.getLogger(__name__)
 
 _SQL = Path(__file__).parent / "sql"
-# Errors that mean "this data", not "this connection": worth isolating.
-_DATA_ERRORS = (pgerr.DataError, pgerr.IntegrityError, pgerr.ProgramLimitExceeded)
+# SQLSTATE classes that mean "this data", not "this connection": worth
+# isolating. 22 data exception (bad JSON text), 23 integrity constraint, 54
+# program limit exceeded (nesting too deep for the server's stack).
+_DATA_CLASSES = ("22", "23", "54")
+
+
+def _is_data_error(e: psycopg.Error) -> bool:
+    return (getattr(e, "sqlstate", None) or "")[:2] in _DATA_CLASSES
 
 
 @cache
@@ -103,7 +108,9 @@ class Store:
                     for i, p in enumerate(todo):
                         done.append((p, await self._run(p, offsets if i == 0 else None)))
                     return done, []
-            except _DATA_ERRORS as e:
+            except psycopg.Error as e:
+                if not _is_data_error(e):
+                    raise
                 log.warning("batch refused by PostgreSQL (%s); isolating the entries", e)
             async with self.conn.transaction():
                 await self.conn.execute("SELECT rowcast.advance(%s, %s, %s, %s, %s, %s)", offsets)
@@ -135,7 +142,9 @@ class Store:
                 done = [(p, await self._run(p, None)) for p in plans(chunk)]
             pieces.extend(done)
             return
-        except _DATA_ERRORS as e:
+        except psycopg.Error as e:
+            if not _is_data_error(e):
+                raise
             if len(chunk) == 1:
                 v = chunk[0]
                 reason = "PostgreSQL refused the entry: " + str(e).strip().splitlines()[0]

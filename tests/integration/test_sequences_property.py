@@ -119,14 +119,19 @@ async def run_example(db_url: str, stream: list, cuts: list[int]) -> None:
     for session in model.next_sequence:
         seqs = sorted(v[0] for k, v in got.items() if k[0] == session)
         assert seqs == list(range(len(seqs)))
-        by_first = sorted((r.first_pos, r.sequence) for k, r in model.rows.items()
-                          if k[0] == session)
+        by_first = sorted(
+            (r.first_pos, r.sequence) for k, r in model.rows.items() if k[0] == session
+        )
         assert [s for _, s in by_first] == sorted(s for _, s in by_first)
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(stream=stream_st, cuts=cuts_st)
-def test_any_interleaving_gives_dense_stable_sequences(db_url: str, stream: list,
-                                                       cuts: list[int]) -> None:
+def test_any_interleaving_gives_dense_stable_sequences(
+    db_url: str, stream: list, cuts: list[int]
+) -> None:
     asyncio.run(run_example(db_url, materialize(stream), cuts))

@@ -12,7 +12,11 @@ from producers.keys import Keys, shard_of
 
 def fields(**kw: str | bytes) -> dict[bytes, bytes]:
     base: dict[str, str | bytes] = {
-        "op": "append", "session": "s", "row": "r", "kind": "user", "body": "{}",
+        "op": "append",
+        "session": "s",
+        "row": "r",
+        "kind": "user",
+        "body": "{}",
     }
     base.update(kw)
     return {k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in base.items()}
