@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from producers.entry import Entry
 from producers.errors import Fenced
+from tests.integration.model import Model
 from writer.batch import Valid
 from writer.store import AlreadyApplied, Store
-from tests.integration.model import Model
 
 _counter = itertools.count()
 
