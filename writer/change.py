@@ -40,6 +40,22 @@ class Change:
     def to_json(self) -> bytes:
         return orjson.dumps(self.as_dict())
 
+    def packed(self) -> bytes:
+        """The stream fields' values joined by NUL, body last (the publish
+        script's wire format; none of the values can contain a NUL)."""
+        return b"\0".join(
+            (
+                self.session.encode(),
+                self.row.encode(),
+                b"%d" % self.sequence,
+                b"%d" % self.revision,
+                b"%d" % self.change,
+                self.kind.encode(),
+                b"1" if self.ack else b"0",
+                self.body,
+            )
+        )
+
     def stream_fields(self) -> dict[str, str | bytes | int]:
         """The fields of this change's entry in ``P:{N}:rows``."""
         return {

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from producers.keys import GROUP, Keys
 
 if TYPE_CHECKING:
     from writer.publish import Outcome
@@ -47,3 +52,67 @@ class _WriterMetrics:
 
 
 METRICS = _WriterMetrics()
+
+
+class StreamCollector(Collector):
+    """Gauges read from Redis when Prometheus scrapes: per shard, the input
+    stream's length and its consumer group's lag (entries not yet delivered)
+    and pending count (delivered, not yet acknowledged). One XLEN and one
+    XINFO GROUPS per shard, both O(1): cheap enough for every scrape.
+
+    ``redis`` is a synchronous client (the metrics server runs in a thread).
+    Register it with ``prometheus_client.REGISTRY.register(StreamCollector(...))``.
+    """
+
+    def __init__(self, redis: Any, keys: Keys, shards: Sequence[int]) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.shards = list(shards)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # no Redis call at registration
+
+    def collect(self) -> Iterator[Metric]:
+        length = GaugeMetricFamily(
+            "rowcast_stream_length", "Entries in the input stream", labels=["shard"]
+        )
+        lag = GaugeMetricFamily(
+            "rowcast_stream_lag",
+            "Entries of the input stream not yet delivered to the writer",
+            labels=["shard"],
+        )
+        pending = GaugeMetricFamily(
+            "rowcast_stream_pending",
+            "Entries delivered to the writer and not yet acknowledged",
+            labels=["shard"],
+        )
+        for n in self.shards:
+            key = self.keys.entries(n)
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.xlen(key)
+                pipe.xinfo_groups(key)
+                size, groups = pipe.execute(raise_on_error=False)
+            except Exception:  # a scrape must not fail because Redis is away
+                continue
+            if isinstance(size, Exception):
+                continue
+            label = [str(n)]
+            length.add_metric(label, int(size))
+            group = None
+            if not isinstance(groups, Exception):
+                group = next((g for g in groups if _name(g.get("name")) == GROUP), None)
+            if group is None:
+                lag.add_metric(label, int(size))
+                pending.add_metric(label, 0)
+                continue
+            if group.get("lag") is not None:  # unknown after deletions: leave it out
+                lag.add_metric(label, int(group["lag"]))
+            pending.add_metric(label, int(group.get("pending") or 0))
+        yield length
+        yield lag
+        yield pending
+
+
+def _name(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,17 +1,70 @@
-"""After COMMIT, never before: everything Redis must learn of one batch, in
-one MULTI, so it sees all of it or none (a crash in between is repaired from
-the tracking record)."""
+"""After COMMIT, never before: everything Redis must learn of one batch — the
+``P:{N}:rows`` entries, the ``P:rows`` message, dead letters, receipts and the
+XACK — in one Lua script, which Redis runs atomically (like MULTI: all of it
+or none), in one round trip and one packed command. A crash in between is
+repaired from the tracking record in PostgreSQL.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 
 from producers.keys import GROUP, Keys
 from writer.batch import Dead, Receipt, error_receipt
 from writer.change import Change, batch_message
+
+# KEYS: rows stream, dead stream, entries stream, then one reply list per receipt.
+# ARGV: maxlen, channel, message, receipt ttl, #changes, #dead, #receipts, #acks,
+# group, then one packed value per change (see Change.packed: its fields joined
+# by NUL, which neither a valid id, kind nor JSON text can contain), (count,
+# fields...) per dead letter, one payload per receipt, the ids to acknowledge.
+# Packing a change into one argument keeps redis-py's per-argument encoding,
+# the writer's largest Python cost, off the hot path.
+_PUBLISH = """
+local maxlen, ttl = ARGV[1], ARGV[4]
+local nc, nd, nr, na = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local i = 10
+local f, NUL = {}, string.char(0)
+for _ = 1, nc do
+  local s, pos = ARGV[i], 1
+  for k = 1, 7 do
+    local e = string.find(s, NUL, pos, true)
+    f[k] = string.sub(s, pos, e - 1)
+    pos = e + 1
+  end
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
+    'session', f[1], 'row', f[2], 'sequence', f[3], 'revision', f[4],
+    'change', f[5], 'kind', f[6], 'body', string.sub(s, pos), 'ack', f[7])
+  i = i + 1
+end
+if nc > 0 then
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+end
+for _ = 1, nd do
+  local n = tonumber(ARGV[i])
+  local args = {KEYS[2], '*'}
+  for j = 1, n do args[j + 2] = ARGV[i + j] end
+  redis.call('XADD', unpack(args))
+  i = i + n + 1
+end
+for r = 1, nr do
+  redis.call('RPUSH', KEYS[3 + r], ARGV[i])
+  redis.call('PEXPIRE', KEYS[3 + r], ttl)
+  i = i + 1
+end
+local done = 0
+while done < na do
+  local ids = {KEYS[3], ARGV[9]}
+  for k = done, math.min(done + 999, na - 1) do ids[#ids + 1] = ARGV[i + k] end
+  redis.call('XACK', unpack(ids))
+  done = done + 1000
+end
+return nc
+"""
 
 
 @dataclass(slots=True)
@@ -23,41 +76,49 @@ class Outcome:
     receipts: list[Receipt] = field(default_factory=list)
     dead: list[Dead] = field(default_factory=list)
 
-    @property
-    def acked(self) -> bool:
-        return any(c.ack for c in self.changes) or bool(self.receipts)
 
-
-@dataclass(frozen=True, slots=True)
 class Publisher:
-    redis: Redis
-    keys: Keys
-    shard: int
-    rows_maxlen: int
-    receipt_ttl_ms: int
+    def __init__(
+        self, redis: Redis, keys: Keys, shard: int, rows_maxlen: int, receipt_ttl_ms: int
+    ) -> None:
+        self.keys = keys
+        self.shard = shard
+        self.rows_maxlen = rows_maxlen
+        self.receipt_ttl_ms = receipt_ttl_ms
+        self._script = redis.register_script(_PUBLISH)
+
+    def script_args(self, out: Outcome) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the publish script (pure, for tests)."""
+        k, n = self.keys, self.shard
+        receipts = list(out.receipts)
+        receipts += [Receipt(d.reply, error_receipt(d.error)) for d in out.dead if d.reply]
+        keys = [k.rows(n), k.dead(n), k.entries(n)] + [k.reply(n, r.token) for r in receipts]
+        message = batch_message(n, out.changes) if out.changes else b""
+        argv: list[Any] = [
+            self.rows_maxlen,
+            k.channel,
+            message,
+            self.receipt_ttl_ms,
+            len(out.changes),
+            len(out.dead),
+            len(receipts),
+            len(out.ids),
+            GROUP,
+        ]
+        argv += [c.packed() for c in out.changes]
+        for d in out.dead:
+            fields = d.dead_fields()
+            argv.append(len(fields))
+            argv += fields
+        argv += [r.to_json() for r in receipts]
+        argv += out.ids
+        return keys, argv
 
     async def publish(self, out: Outcome) -> None:
-        k, n = self.keys, self.shard
-        pipe = self.redis.pipeline(transaction=True)
-        rows_key = k.rows(n)
-        for c in out.changes:
-            pipe.xadd(rows_key, c.stream_fields(), maxlen=self.rows_maxlen, approximate=True)  # type: ignore[arg-type]
-        if out.changes:
-            pipe.publish(k.channel, batch_message(n, out.changes))
-        receipts: list[Receipt] = list(out.receipts)
-        dead_key = k.dead(n)
-        for d in out.dead:
-            pipe.execute_command("XADD", dead_key, "*", *d.dead_fields())
-            if d.reply is not None:
-                receipts.append(Receipt(d.reply, error_receipt(d.error)))
-        for r in receipts:
-            key = k.reply(n, r.token)
-            pipe.rpush(key, r.to_json())
-            pipe.pexpire(key, self.receipt_ttl_ms)
-        if out.ids:
-            pipe.xack(k.entries(n), GROUP, *out.ids)
-        if len(pipe):
-            await pipe.execute()
+        if not (out.changes or out.dead or out.receipts or out.ids):
+            return
+        keys, argv = self.script_args(out)
+        await self._script(keys=keys, args=argv)
 
     async def send(self, changes: Sequence[Change]) -> None:
         """Announce changes made outside the write path (repair)."""

@@ -34,6 +34,9 @@ def sql(name: str) -> bytes:
     return (_SQL / f"{name}.sql").read_bytes()
 
 
+_ADVANCE = "SELECT rowcast.advance(%s, %s, %s, %s, %s, %s)"
+
+
 class AlreadyApplied(RowcastError):
     """The batch starts at or below the stored offset: recover and re-read."""
 
@@ -95,15 +98,16 @@ class Store:
         rest is committed, in order, in the same transaction.
         """
         offsets = (self.stream, fence, *first, *last)
+        todo = plans(valid)
         try:
             try:
-                async with self.conn.transaction():
-                    todo = plans(valid)
+                if len(todo) <= 1:
+                    # One statement, its own transaction: one round trip.
                     if not todo:
-                        await self.conn.execute(
-                            "SELECT rowcast.advance(%s, %s, %s, %s, %s, %s)", offsets
-                        )
+                        await self.conn.execute(_ADVANCE, offsets)
                         return [], []
+                    return [(todo[0], await self._run(todo[0], offsets))], []
+                async with self.conn.transaction():
                     done = []
                     for i, p in enumerate(todo):
                         done.append((p, await self._run(p, offsets if i == 0 else None)))
@@ -113,7 +117,7 @@ class Store:
                     raise
                 log.warning("batch refused by PostgreSQL (%s); isolating the entries", e)
             async with self.conn.transaction():
-                await self.conn.execute("SELECT rowcast.advance(%s, %s, %s, %s, %s, %s)", offsets)
+                await self.conn.execute(_ADVANCE, offsets)
                 pieces: list[tuple[Plan, list[Result]]] = []
                 rejected: list[Dead] = []
                 await self._isolate(list(valid), pieces, rejected)

@@ -100,6 +100,11 @@ class ShardWriter:
                 except _TRANSIENT as e:
                     log.warning("shard %d: %s; recovering", self.cfg.shard, _one_line(e))
                     await backoff.wait(stop)
+                except Exception:
+                    # A bug or a server answering the unexpected: say so loudly,
+                    # then start over from the tracking record (nothing is lost).
+                    log.exception("shard %d: unexpected error; recovering", self.cfg.shard)
+                    await backoff.wait(stop)
                 finally:
                     self.leading.clear()
         finally:

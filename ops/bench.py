@@ -1,0 +1,203 @@
+"""Write-path benchmark: the real writer beside its baselines, in one run.
+
+    python -m ops.bench [--entries 100000] [--sessions 1000] [--naive 5000]
+
+Needs ROWCAST_REDIS_URL and an admin ROWCAST_DATABASE_URL; it creates (and
+drops) its own database and uses its own key prefix. Loopback only, bounded.
+Reported as entries/s and as ratios to the naive baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import sql
+from redis.asyncio import Redis
+
+from ops.migrate import migrate
+from producers import Producer, make_entry
+from producers.entry import Entry
+from producers.keys import GROUP, Keys
+from writer.batch import Valid
+from writer.store import Store
+
+
+def workload(n: int, sessions: int, seed: int = 1) -> list[Entry]:
+    rnd = random.Random(seed)
+    made = [0] * sessions
+    out = []
+    for i in range(n):
+        s = rnd.randrange(sessions)
+        if made[s] and rnd.random() < 0.3:
+            op, row = "upsert", f"r{rnd.randrange(made[s])}"
+        else:
+            op, row = "append", f"r{made[s]}"
+            made[s] += 1
+        body = {"text": "x" * 240, "i": i, "role": "assistant"}
+        out.append(make_entry(op, f"session-{s:05d}", row, "assistant", body))
+    return out
+
+
+def _db(admin: str, name: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(admin)
+    info["dbname"] = name
+    host, port = info.get("host", "127.0.0.1"), info.get("port", "5432")
+    user = info.get("user", "postgres")
+    return f"postgresql://{user}@{host}:{port}/{name}"
+
+
+def _create(admin: str) -> tuple[str, str]:
+    name = f"rowcast_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = _db(admin, name)
+    migrate(url)
+    return name, url
+
+
+def _drop(admin: str, name: str) -> None:
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+async def bench_writer(redis_url: str, db_url: str, entries: list[Entry]) -> dict[str, Any]:
+    """Backlog drain: entries pushed first, then the writer started and timed."""
+    prefix = f"bench{secrets.token_hex(3)}"
+    keys = Keys(prefix)
+    redis = Redis.from_url(redis_url)
+    producer = Producer(redis, prefix=prefix)
+    for i in range(0, len(entries), 2000):
+        await producer.push_many(entries[i : i + 2000])
+    env = {
+        **os.environ,
+        "ROWCAST_REDIS_URL": redis_url,
+        "ROWCAST_DATABASE_URL": db_url,
+        "ROWCAST_PREFIX": prefix,
+        "ROWCAST_LOG_LEVEL": "WARNING",
+    }
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "writer", "--log-level", "WARNING"], env=env
+    )
+    try:
+        while True:
+            groups = await redis.xinfo_groups(keys.entries(0))
+            g = next((x for x in groups if x["name"] in (GROUP, GROUP.encode())), None)
+            if g is not None and not g["pending"] and g.get("lag") == 0:
+                break
+            await asyncio.sleep(0.02)
+        drained = time.perf_counter() - started
+        # Receipt latency on the now idle pipeline.
+        lat = []
+        for i in range(500):
+            t0 = time.perf_counter()
+            await producer.append("latency", f"l{i}", "user", {"i": i}, wait=True)
+            lat.append((time.perf_counter() - t0) * 1000)
+            await asyncio.sleep(0.002)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        async for key in redis.scan_iter(match=f"{prefix}:*"):
+            await redis.delete(key)
+        await redis.aclose()
+    lat.sort()
+    return {
+        "seconds": drained,
+        "rate": len(entries) / drained,
+        "p50_ms": statistics.median(lat),
+        "p99_ms": lat[int(len(lat) * 0.99) - 1],
+    }
+
+
+async def bench_store(db_url: str, entries: list[Entry], batch: int = 1000) -> dict[str, Any]:
+    """The set-based SQL alone (no Redis): the ceiling PostgreSQL sets."""
+    store = await Store.connect(db_url, "bench:store", 60_000)
+    await store.claim(1)
+    started = time.perf_counter()
+    for b in range(0, len(entries), batch):
+        chunk = entries[b : b + batch]
+        valid = [Valid(f"{b + 1}-{i}".encode(), e, {}) for i, e in enumerate(chunk)]
+        await store.apply(1, (b + 1, 0), (b + 1, len(chunk) - 1), valid)
+    seconds = time.perf_counter() - started
+    await store.close()
+    return {"seconds": seconds, "rate": len(entries) / seconds}
+
+
+def bench_naive(db_url: str, entries: list[Entry]) -> dict[str, Any]:
+    """The baseline: one INSERT per entry, MAX(sequence)+1, a commit each."""
+    started = time.perf_counter()
+    with psycopg.connect(db_url) as conn:
+        for e in entries:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (e.session,))
+                conn.execute(
+                    """INSERT INTO rowcast.rows (session_id, row_id, sequence, change, kind, body)
+                       SELECT %(s)s, %(r)s, coalesce(max(sequence) + 1, 0),
+                              coalesce(max(change) + 1, 1), %(k)s, %(b)s::jsonb
+                         FROM rowcast.rows WHERE session_id = %(s)s
+                       ON CONFLICT (session_id, row_id) DO UPDATE
+                         SET body = EXCLUDED.body, kind = EXCLUDED.kind,
+                             revision = rowcast.rows.revision + 1
+                       WHERE %(op)s = 'upsert'""",
+                    {
+                        "s": "naive-" + e.session,
+                        "r": e.row,
+                        "k": e.kind,
+                        "b": e.body.decode(),
+                        "op": e.op,
+                    },
+                )
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rate": len(entries) / seconds}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--entries", type=int, default=100_000)
+    ap.add_argument("--sessions", type=int, default=1000)
+    ap.add_argument("--naive", type=int, default=5000, help="entries for the naive baseline")
+    a = ap.parse_args()
+    redis_url = os.environ.get("ROWCAST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    admin = os.environ.get("ROWCAST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    entries = workload(a.entries, a.sessions)
+    body = sum(len(e.body) for e in entries) / len(entries)
+    print(f"{a.entries} entries over {a.sessions} sessions, mean body {body:.0f} bytes")
+    results: dict[str, dict[str, Any]] = {}
+    for name, run in (
+        ("naive per-entry INSERT+COMMIT", lambda url: bench_naive(url, entries[: a.naive])),
+        ("set-based SQL alone (no Redis)", lambda url: asyncio.run(bench_store(url, entries))),
+        (
+            "rowcast writer end to end",
+            lambda url: asyncio.run(bench_writer(redis_url, url, entries)),
+        ),
+    ):
+        dbname, url = _create(admin)
+        try:
+            results[name] = run(url)
+        finally:
+            _drop(admin, dbname)
+    base = results["naive per-entry INSERT+COMMIT"]["rate"]
+    print(f"{'scenario':34} {'entries/s':>10} {'ratio':>7}")
+    for name, r in results.items():
+        print(f"{name:34} {r['rate']:>10,.0f} {r['rate'] / base:>6.1f}x")
+    w = results["rowcast writer end to end"]
+    print(
+        f"receipt latency on an idle pipeline (500 sequential waits): "
+        f"p50 {w['p50_ms']:.2f} ms, p99 {w['p99_ms']:.2f} ms"
+    )
+    print(orjson.dumps(results).decode())
+
+
+if __name__ == "__main__":
+    main()
