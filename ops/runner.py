@@ -32,6 +32,7 @@ def writer_configs(settings: Settings, shards: Sequence[int], holder: str) -> li
             database_url=db,
             holder=holder,
             batch_max=settings.batch_max,
+            batch_bytes=settings.batch_bytes,
             linger_ms=settings.linger_ms,
             lease_ms=settings.lease_ms,
             rows_maxlen=settings.rows_maxlen,

@@ -36,6 +36,7 @@ class Settings:
     # Beyond the contract's table (documented in the README):
     max_body: int = 1 << 20
     batch_max: int = 1000
+    batch_bytes: int = 16 << 20
     linger_ms: int = 2
     lease_ms: int = 5000
     receipt_ttl_ms: int = 300_000
@@ -58,6 +59,7 @@ class Settings:
             rows_maxlen=_int(env, "ROWCAST_ROWS_MAXLEN", 1_000_000, low=1),
             max_body=_int(env, "ROWCAST_MAX_BODY_BYTES", 1 << 20, low=2, high=512 << 20),
             batch_max=_int(env, "ROWCAST_BATCH_MAX", 1000, low=1, high=100_000),
+            batch_bytes=_int(env, "ROWCAST_BATCH_BYTES", 16 << 20, low=1024),
             linger_ms=_int(env, "ROWCAST_LINGER_MS", 2, low=0, high=10_000),
             lease_ms=_int(env, "ROWCAST_LEASE_MS", 5000, low=200, high=600_000),
             receipt_ttl_ms=_int(env, "ROWCAST_RECEIPT_TTL_MS", 300_000, low=1000),

@@ -60,6 +60,7 @@ class WriterConfig:
     rows_maxlen: int = 1_000_000
     receipt_ttl_ms: int = 300_000
     max_body: int = 1 << 20
+    batch_bytes: int = 16 << 20
 
 
 Items = list[tuple[bytes, dict[bytes, bytes]]]
@@ -205,7 +206,8 @@ class ShardWriter:
                 await asyncio.sleep(cfg.linger_ms / 1000)
                 items += await self.lease.read(cfg.batch_max - len(items))
             last_id = items[-1][0]
-            await q.put(items)
+            for chunk in split_by_size(items, cfg.batch_bytes):
+                await q.put(chunk)
         await q.put(None)
 
     async def _last_delivered(self) -> bytes | str:
@@ -283,6 +285,25 @@ class ShardWriter:
                 )
         out.dead = _in_order(dead)
         return out
+
+
+def split_by_size(items: Items, limit: int) -> list[Items]:
+    """Cut a read into transactions of at most ``limit`` bytes of values (at
+    least one entry each): a thousand 1 MiB bodies must not become one 1 GiB
+    statement."""
+    chunks: list[Items] = []
+    current: Items = []
+    size = 0
+    for item in items:
+        n = sum(len(v) for v in item[1].values())
+        if current and size + n > limit:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += n
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 def _with_ack(c: Change, ack: bool) -> Change:

@@ -137,3 +137,11 @@ def test_batch_message_embeds_body_without_reencoding() -> None:
             }
         ],
     }
+
+
+def test_reads_are_cut_by_size_but_never_below_one_entry() -> None:
+    from writer.writer import split_by_size
+
+    items = [(b"1-%d" % i, {b"body": b"x" * n}) for i, n in enumerate([4, 4, 4, 20, 1])]
+    chunks = split_by_size(items, 10)
+    assert [[i for i, _ in c] for c in chunks] == [[b"1-0", b"1-1"], [b"1-2"], [b"1-3"], [b"1-4"]]
