@@ -31,6 +31,14 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--shards", type=int, help="number of input shards (ROWCAST_SHARDS)")
     g.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
 
+    # Actions under dlq/jobs repeat the server options without defaults, so
+    # `rowcast dlq --prefix X list` keeps X instead of the action's default.
+    nested = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
+    g = nested.add_argument_group("servers (override the ROWCAST_* environment)")
+    for flag in ("--redis-url", "--database-url", "--prefix", "--log-level"):
+        g.add_argument(flag)
+    g.add_argument("--shards", type=int)
+
     p = _Parser(prog="rowcast", description=__doc__)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -74,14 +82,14 @@ def _parser() -> argparse.ArgumentParser:
     c = cmd("dlq", "inspect and re-drive dead letters")
     dlq = c.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     dlq.required = True
-    d = dlq.add_parser("list", help="show dead letters with their reasons", parents=[common])
+    d = dlq.add_parser("list", help="show dead letters with their reasons", parents=[nested])
     d.add_argument("--shard", type=int)
     d.add_argument("--json", action="store_true")
     d.add_argument("--count", type=int, default=100)
-    d = dlq.add_parser("retry", help="re-inject dead letters by id", parents=[common])
+    d = dlq.add_parser("retry", help="re-inject dead letters by id", parents=[nested])
     d.add_argument("ids", nargs="+", metavar="ID")
     d.add_argument("--shard", type=int)
-    d = dlq.add_parser("purge", help="remove dead letters older than an id", parents=[common])
+    d = dlq.add_parser("purge", help="remove dead letters older than an id", parents=[nested])
     d.add_argument("--before", required=True, metavar="ID")
     d.add_argument("--shard", type=int)
 
@@ -93,14 +101,14 @@ def _parser() -> argparse.ArgumentParser:
     jobs = c.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     jobs.required = True
     names_help = "trim-entries, trim-rows, health, verify or all (default: all)"
-    d = jobs.add_parser("run", help="run jobs now, in this process", parents=[common])
+    d = jobs.add_parser("run", help="run jobs now, in this process", parents=[nested])
     d.add_argument("names", nargs="*", metavar="JOB", help=names_help)
     d.add_argument("--json", action="store_true", help="print each job's result as JSON")
-    d = jobs.add_parser("enqueue", help="enqueue jobs once on the RQ queue", parents=[common])
+    d = jobs.add_parser("enqueue", help="enqueue jobs once on the RQ queue", parents=[nested])
     d.add_argument("names", nargs="*", metavar="JOB", help=names_help)
     d.add_argument("--queue", default="rowcast-maintenance")
     d = jobs.add_parser(
-        "schedule", help="enqueue every job periodically until stopped", parents=[common]
+        "schedule", help="enqueue every job periodically until stopped", parents=[nested]
     )
     d.add_argument("--queue", default="rowcast-maintenance")
     d.add_argument(

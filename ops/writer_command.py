@@ -19,8 +19,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     _, db = settings.need_servers()
     migrate(db)
     if settings.metrics_port is not None:
-        from prometheus_client import start_http_server
+        import redis
+        from prometheus_client import REGISTRY, start_http_server
 
+        from writer.metrics import StreamCollector
+
+        sync_redis = redis.Redis.from_url(settings.need_servers()[0])
+        REGISTRY.register(StreamCollector(sync_redis, settings.keys, sorted(set(shards))))
         start_http_server(settings.metrics_port, addr="127.0.0.1")
 
     async def main() -> None:

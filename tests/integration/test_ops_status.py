@@ -73,7 +73,9 @@ def test_status_json_reflects_a_known_state(
     assert "b1" in out
 
 
-def test_status_of_a_fresh_deployment_is_all_zeros(redis_url: str, db_url: str, prefix: str) -> None:
+def test_status_of_a_fresh_deployment_is_all_zeros(
+    redis_url: str, db_url: str, prefix: str
+) -> None:
     s = settings_for(redis_url, db_url, prefix, shards=1)
     code, out, err = run_cli(["status", "--json", *server_args(s)])
     assert code == 0, err

@@ -1,0 +1,197 @@
+"""``rowcast repair [--session S] [--dry-run]``: renumber broken sessions.
+
+Finds broken sessions the way ``verify`` does (or checks the one named), then
+for each runs ``rowcast.repair_session`` in its own transaction: it takes the
+session's head lock like the writer, so the two never race; rows are
+renumbered densely in insertion order and the head is fixed. After COMMIT the
+rows that changed are announced like the writer's own (``P:{N}:rows`` and
+``P:rows`` of the session's shard) so subscribers update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from redis import exceptions as rexc
+from redis.asyncio import Redis
+
+from ops.settings import Settings
+from ops.status import connect_db, sql
+from ops.verify import PROBLEMS, SessionFigures, problems, scan, session_figures
+from producers.errors import ConfigError, Unavailable
+from producers.keys import shard_of
+from writer.change import Change
+from writer.publish import Publisher
+
+FIXABLE = frozenset({"gap", "duplicate_sequence", "next_sequence", "last_change", "no_head"})
+"""What repair_session fixes; a negative revision needs a human."""
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    row: str
+    old: int
+    new: int
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What repairing one session does (exactly, for --dry-run; after the fact otherwise)."""
+
+    before: SessionFigures
+    problems: list[str]
+    moves: list[Move]
+
+    def head_after(self) -> tuple[int, int]:
+        """(next_sequence, last_change) once repaired (mirrors rowcast.repair_session)."""
+        b = self.before
+        last = max(b.last_change or 0, b.max_change or 0)
+        return b.rows, last + len(self.moves)
+
+
+def describe(plan: Plan, done: bool) -> str:
+    b = plan.before
+    nxt, last = plan.head_after()
+    what = ", ".join(PROBLEMS.get(p, p) for p in plan.problems)
+    verb = "renumbered" if done else "would renumber"
+    parts = [f"{verb} {len(plan.moves)} rows"]
+    if b.next_sequence != nxt:
+        parts.append(f"next_sequence {_num(b.next_sequence)} -> {nxt}")
+    if (b.last_change or 0) != last or not b.has_head:
+        parts.append(f"last_change {_num(b.last_change)} -> {last}")
+    lines = [f"session {b.session!r} ({what}): " + "; ".join(parts)]
+    if not done:
+        lines += [f"  row {m.row!r}: sequence {m.old} -> {m.new}" for m in plan.moves[:50]]
+        if len(plan.moves) > 50:
+            lines.append(f"  ... and {len(plan.moves) - 50} more rows")
+    unfixable = [p for p in plan.problems if p not in FIXABLE]
+    if unfixable:
+        lines.append("  not fixed by repair: " + ", ".join(PROBLEMS.get(p, p) for p in unfixable))
+    return "\n".join(lines)
+
+
+def _num(v: int | None) -> str:
+    return "(none)" if v is None else str(v)
+
+
+def changes_of(session: str, lines: Sequence[tuple[Any, ...]]) -> list[Change]:
+    """rowcast.repair_session's lines as changes, in change order."""
+    return [
+        Change(session, row, seq, rev, chg, kind, body.encode())
+        for row, seq, rev, chg, kind, body in lines
+    ]
+
+
+# --- I/O ------------------------------------------------------------------
+
+
+def broken(conn: psycopg.Connection[Any]) -> Iterator[tuple[SessionFigures, list[str]]]:
+    for figures in scan(conn):
+        for f in figures:
+            found = problems(f)
+            if found:
+                yield f, found
+
+
+def plan_for(conn: psycopg.Connection[Any], f: SessionFigures, found: list[str]) -> Plan:
+    moves = [Move(r, o, n) for r, o, n in conn.execute(sql("repair_plan"), {"session": f.session})]
+    return Plan(f, found, moves)
+
+
+def repair_session(conn: psycopg.Connection[Any], session: str) -> list[Change]:
+    """One session, in one transaction that waits for the writer's head lock."""
+    with conn.transaction():
+        # Wait for a writer's batch to finish, but not forever.
+        conn.execute("SET LOCAL lock_timeout = '60s'")
+        lines = conn.execute("SELECT * FROM rowcast.repair_session(%s)", (session,)).fetchall()
+    return changes_of(session, lines)
+
+
+class Announcer:
+    """Publishes repaired rows like the writer does, from synchronous code."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._runner = asyncio.Runner()
+        self._redis: Redis | None = None
+
+    def send(self, changes: Sequence[Change]) -> None:
+        if changes:
+            self._runner.run(self._send(changes))
+
+    async def _send(self, changes: Sequence[Change]) -> None:
+        s = self.settings
+        if self._redis is None:
+            url, _ = s.need_servers()
+            self._redis = Redis.from_url(url)
+        by_shard: dict[int, list[Change]] = {}
+        for c in changes:
+            by_shard.setdefault(shard_of(c.session, s.shards), []).append(c)
+        try:
+            for shard, group in by_shard.items():
+                pub = Publisher(self._redis, s.keys, shard, s.rows_maxlen, s.receipt_ttl_ms)
+                await pub.send(group)
+        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as e:
+            raise Unavailable(f"Redis: {e}") from e
+
+    def close(self) -> None:
+        if self._redis is not None:
+            self._runner.run(self._redis.aclose())
+        self._runner.close()
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    settings.need_servers()
+    out = sys.stdout
+    repaired = renumbered = still_broken = 0
+    announcer = None if args.dry_run else Announcer(settings)
+    try:
+        with connect_db(settings) as conn:
+            if args.session is not None:
+                f = session_figures(conn, args.session)
+                if not f.has_head and not f.rows:
+                    raise ConfigError(f"no session {args.session!r}")
+                found = problems(f)
+                todo = iter([(f, found)] if found else [])
+                if not found:
+                    out.write(f"session {args.session!r} is healthy; nothing to repair\n")
+                    return 0
+            else:
+                todo = broken(conn)
+            # Keyset pagination stays valid while we repair: session ids do not move.
+            for f, found in todo:
+                plan = plan_for(conn, f, found)
+                if announcer is None:
+                    out.write(describe(plan, done=False) + "\n")
+                    repaired += 1
+                    renumbered += len(plan.moves)
+                    continue
+                changes = repair_session(conn, f.session)
+                announcer.send(changes)  # after COMMIT, never before
+                after = problems(session_figures(conn, f.session))
+                repaired += 1
+                renumbered += len(changes)
+                moved = [Move(c.row, -1, c.sequence) for c in changes]
+                out.write(describe(Plan(f, found, moved), done=True) + "\n")
+                if after:
+                    still_broken += 1
+                    out.write(f"  still broken: {', '.join(PROBLEMS.get(p, p) for p in after)}\n")
+    finally:
+        if announcer is not None:
+            announcer.close()
+    if not repaired:
+        out.write("no broken sessions; nothing to repair\n")
+    elif args.dry_run:
+        out.write(f"dry run: {repaired} sessions would be repaired, {renumbered} rows renumbered\n")
+    else:
+        out.write(f"repaired {repaired} sessions, renumbered and announced {renumbered} rows\n")
+    if still_broken:
+        sys.stderr.write(f"rowcast: {still_broken} sessions are still broken after repair\n")
+        return 1
+    return 0

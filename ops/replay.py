@@ -1,0 +1,174 @@
+"""``rowcast replay --from ID [--to ID] [--shard N]``: re-feed input history.
+
+Each entry of the range of ``P:{N}:entries`` is added again to the same
+stream with its original fields minus ``reply`` (nobody waits any more) plus
+``origin`` = its original id. The writer applies a replayed append only when
+the row is missing and a replayed upsert only when the row was last written
+by an older entry, so replaying what is stored changes nothing, and replaying
+after PostgreSQL was restored from an older backup brings the later rows back
+in their order. An entry that is itself a replay keeps its ``origin``; it is
+skipped when its original is re-fed by the same run.
+
+The upper end is fixed when the run starts, so the entries it adds are never
+read back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from ops.settings import Settings
+from ops.status import connect_redis, text
+from producers.errors import ConfigError
+from producers.keys import Keys
+
+StreamId = tuple[int, int]
+MAX_PART = (1 << 64) - 1
+PAGE = 500
+
+_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
+
+
+def parse_stream_id(value: str, option: str, end: bool = False) -> StreamId:
+    """A stream entry id as given on the command line: ``MS-SEQ`` or ``MS``
+    (``-`` and ``+`` for the very start and end). A bare ``MS`` means its
+    first entry as a start and its last as an end, like XRANGE.
+    Raises ConfigError (exit 2) when malformed."""
+    v = value.strip()
+    if v == "-":
+        return (0, 0)
+    if v == "+":
+        return (MAX_PART, MAX_PART)
+    m = _ID.fullmatch(v)
+    if m is None:
+        raise ConfigError(
+            f"{option} {value!r} is not a stream entry id (expected MS-SEQ, e.g. 1700000000000-0)"
+        )
+    ms = int(m.group(1))
+    seq = int(m.group(2)) if m.group(2) is not None else (MAX_PART if end else 0)
+    if ms > MAX_PART or seq > MAX_PART:
+        raise ConfigError(f"{option} {value!r} is out of range")
+    return ms, seq
+
+
+def fmt(sid: StreamId) -> str:
+    return f"{sid[0]}-{sid[1]}"
+
+
+def as_id(raw: bytes | str) -> StreamId | None:
+    """A stored id (or ``origin`` field), None when it is not one."""
+    m = _ID.fullmatch(text(raw) or "")
+    if m is None or m.group(2) is None:
+        return None
+    return int(m.group(1)), int(m.group(2))
+
+
+def refeed(
+    entry_id: bytes | str, fields: Mapping[bytes, bytes], refed: tuple[StreamId, StreamId]
+) -> dict[bytes, bytes] | None:
+    """The fields to add again for one entry, or None to skip it.
+
+    ``refed`` is the range of ids this run re-feeds from the originals
+    themselves: a replay whose origin lies in it would repeat that original.
+    """
+    origin: bytes | None = None
+    raw_origin = fields.get(b"origin")
+    if raw_origin is not None:
+        o = as_id(raw_origin)
+        if o is not None:
+            if refed[0] <= o <= refed[1]:
+                return None
+            origin = raw_origin
+    if origin is None:
+        origin = entry_id.encode() if isinstance(entry_id, str) else entry_id
+    out = {k: v for k, v in fields.items() if k not in (b"reply", b"origin")}
+    out[b"origin"] = origin
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Refed:
+    shard: int
+    count: int
+    skipped: int
+    first: str | None
+    last: str | None
+
+    def line(self) -> str:
+        if not self.count and not self.skipped:
+            return f"shard {self.shard}: re-fed 0 entries (none in the range)"
+        extra = f", skipped {self.skipped} replays of entries in the range" if self.skipped else ""
+        return (
+            f"shard {self.shard}: re-fed {self.count} entries"
+            f" (ids {self.first} .. {self.last}{extra})"
+        )
+
+
+# --- I/O ------------------------------------------------------------------
+
+
+def replay_shard(r: redis.Redis, keys: Keys, shard: int, lo: StreamId, hi: StreamId) -> Refed:
+    key = keys.entries(shard)
+    try:
+        info: Any = r.xinfo_stream(key)
+    except redis.ResponseError:
+        return Refed(shard, 0, 0, None, None)  # no stream yet
+    first_entry = info.get("first-entry")
+    last_entry = info.get("last-entry")
+    if not first_entry or not last_entry:
+        return Refed(shard, 0, 0, None, None)
+    first = as_id(first_entry[0]) or (0, 0)
+    stop = min(hi, as_id(last_entry[0]) or (0, 0))
+    # Originals in this window are all still in the stream and re-fed now.
+    refed = (max(lo, first), stop)
+    count = skipped = 0
+    first_seen: str | None = None
+    last_seen: str | None = None
+    start = fmt(lo)
+    while lo <= stop:
+        page: Any = r.xrange(key, start, fmt(stop), count=PAGE)
+        if not page:
+            break
+        pipe = r.pipeline(transaction=False)
+        for entry_id, fields in page:
+            out = refeed(entry_id, fields, refed)
+            if out is None:
+                skipped += 1
+                continue
+            pipe.xadd(key, out)  # type: ignore[arg-type]
+            count += 1
+            first_seen = first_seen or text(entry_id)
+            last_seen = text(entry_id)
+        if len(pipe):
+            pipe.execute()
+        start = f"({text(page[-1][0])}"
+        if len(page) < PAGE:
+            break
+    return Refed(shard, count, skipped, first_seen, last_seen)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    lo = parse_stream_id(args.from_id, "--from")
+    hi = parse_stream_id(args.to_id, "--to", end=True) if args.to_id else (MAX_PART, MAX_PART)
+    if hi < lo:
+        raise ConfigError(f"--to {args.to_id} is before --from {args.from_id}")
+    if args.shard is not None and not 0 <= args.shard < settings.shards:
+        raise ConfigError(f"--shard {args.shard} is outside 0..{settings.shards - 1}")
+    shards = [args.shard] if args.shard is not None else list(range(settings.shards))
+    total = 0
+    with connect_redis(settings) as r:
+        for n in shards:
+            done = replay_shard(r, settings.keys, n, lo, hi)
+            total += done.count
+            sys.stdout.write(done.line() + "\n")
+            sys.stdout.flush()
+    if len(shards) > 1:
+        sys.stdout.write(f"re-fed {total} entries in all\n")
+    return 0

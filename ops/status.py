@@ -1,0 +1,400 @@
+"""``rowcast status [--json]``: what every shard and broadcaster is doing.
+
+Per shard, from Redis: input stream length, consumer-group lag and pending
+count, age of the oldest pending entry, dead letters, the lease holder and
+its fencing number, the length of ``P:{N}:rows``; from PostgreSQL: the last
+applied entry id. Per broadcaster: its heartbeat (connections,
+subscriptions). The JSON shape is part of the contract (see the README);
+keys are only ever added.
+
+This module also holds the small I/O shell the other ops commands share:
+opening Redis and PostgreSQL with driver errors translated once, and loading
+the SQL files of ``ops/sql``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+import redis
+from psycopg import errors as pgerr
+from redis import exceptions as rexc
+
+from ops.settings import Settings
+from producers.errors import ConfigError, RowcastError, Unavailable
+from producers.keys import GROUP, Keys
+
+log = logging.getLogger(__name__)
+
+_SQL = Path(__file__).parent / "sql"
+LAG_COUNT_CAP = 100_000
+"""When Redis cannot tell the lag (entries were deleted), count at most this many."""
+
+
+# --- the shared I/O shell -------------------------------------------------
+
+
+@cache
+def sql(name: str) -> bytes:
+    return (_SQL / f"{name}.sql").read_bytes()
+
+
+def one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+@contextmanager
+def connect_redis(settings: Settings) -> Iterator[redis.Redis]:
+    """A synchronous Redis client; connection errors become Unavailable."""
+    url, _ = settings.need_servers()
+    client = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=10)
+    try:
+        yield client
+    except (rexc.ConnectionError, rexc.TimeoutError) as e:
+        raise Unavailable(f"Redis: {one_line(e)}") from e
+    finally:
+        client.close()
+
+
+@contextmanager
+def connect_db(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit PostgreSQL connection; driver errors become rowcast's."""
+    _, url = settings.need_servers()
+    try:
+        conn = psycopg.connect(
+            url, autocommit=True, prepare_threshold=None, application_name="rowcast-ops"
+        )
+    except psycopg.Error as e:
+        raise Unavailable(f"PostgreSQL: {one_line(e)}") from e
+    try:
+        yield conn
+    except (pgerr.UndefinedTable, pgerr.UndefinedFunction, pgerr.InvalidSchemaName) as e:
+        raise ConfigError(f"PostgreSQL: {one_line(e)} (run `rowcast migrate`)") from e
+    except psycopg.OperationalError as e:
+        raise Unavailable(f"PostgreSQL: {one_line(e)}") from e
+    except psycopg.Error as e:
+        raise RowcastError(f"PostgreSQL: {one_line(e)}") from e
+    finally:
+        conn.close()
+
+
+def applied_offsets(
+    conn: psycopg.Connection[Any], streams: Sequence[str]
+) -> dict[str, tuple[tuple[int, int], int, int]]:
+    """stream -> ((last_ms, last_seq), fence, milliseconds since it last moved)."""
+    rows = conn.execute(sql("offsets"), {"streams": list(streams)}).fetchall()
+    return {s: ((ms, seq), fence, age) for s, ms, seq, fence, age in rows}
+
+
+def text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def id_ms(entry_id: str | bytes) -> int:
+    raw = text(entry_id) or "0"
+    return int(raw.partition("-")[0])
+
+
+# --- pure logic -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ShardRaw:
+    """What Redis and PostgreSQL answered about one shard."""
+
+    shard: int
+    now_ms: int
+    length: int
+    group: Mapping[str, Any] | None
+    pending_min: str | None
+    lease_holder: str | None
+    fence: int | None
+    dead: int
+    rows_length: int
+    applied: tuple[int, int] | None
+    counted_lag: int | None = None
+
+
+def shard_report(raw: ShardRaw) -> dict[str, Any]:
+    """One element of ``shards`` in ``status --json``."""
+    group = raw.group
+    if group is None:
+        # No consumer group yet: no writer ever ran, everything is waiting.
+        lag: int | None = raw.length
+        pending = 0
+        delivered = None
+    else:
+        lag = group.get("lag")
+        if lag is None:
+            lag = raw.counted_lag
+        pending = int(group.get("pending") or 0)
+        delivered = text(group.get("last-delivered-id"))
+    age = None
+    if pending and raw.pending_min is not None:
+        age = max(0, raw.now_ms - id_ms(raw.pending_min))
+    return {
+        "shard": raw.shard,
+        "length": raw.length,
+        "lag": None if lag is None else int(lag),
+        "pending": pending,
+        "last_applied": None if raw.applied is None else f"{raw.applied[0]}-{raw.applied[1]}",
+        "dead": raw.dead,
+        "rows_length": raw.rows_length,
+        "lease": {"holder": raw.lease_holder, "fence": raw.fence},
+        "oldest_pending_age_ms": age,
+        "last_delivered": delivered,
+    }
+
+
+def broadcaster_report(instance: str, value: bytes | None) -> dict[str, Any] | None:
+    """One heartbeat: a JSON object (``connections``, ``subscriptions``, ...)."""
+    if value is None:
+        return None  # expired between SCAN and GET
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        data = None
+    out: dict[str, Any] = {"instance": instance, "connections": None, "subscriptions": None}
+    if isinstance(data, dict):
+        out.update(data)
+        out["instance"] = instance
+    else:
+        out["raw"] = text(value)
+    return out
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _age(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms}ms"
+    if ms < 120_000:
+        return f"{ms / 1000:.1f}s"
+    if ms < 7_200_000:
+        return f"{ms / 60_000:.1f}m"
+    return f"{ms / 3_600_000:.1f}h"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain left-aligned text table."""
+    widths = [len(h) for h in header]
+    for r in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, r, strict=True)]
+    lines = [header, *rows]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def format_status(report: Mapping[str, Any]) -> str:
+    """The human form of ``status``."""
+    rows = [
+        [
+            str(s["shard"]),
+            str(s["length"]),
+            _cell(s["lag"]),
+            str(s["pending"]),
+            _age(s.get("oldest_pending_age_ms")),
+            _cell(s["last_applied"]),
+            str(s["dead"]),
+            str(s["rows_length"]),
+            _cell(s["lease"]["holder"]) if s["lease"]["holder"] is not None else "(none)",
+            _cell(s["lease"]["fence"]),
+        ]
+        for s in report["shards"]
+    ]
+    out = [
+        table(
+            [
+                "shard",
+                "length",
+                "lag",
+                "pending",
+                "oldest pending",
+                "last applied",
+                "dead",
+                "rows",
+                "lease holder",
+                "fence",
+            ],
+            rows,
+        )
+    ]
+    bcs = report.get("broadcasters") or []
+    out.append("")
+    if bcs:
+        out.append(
+            table(
+                ["broadcaster", "address", "connections", "subscriptions", "started"],
+                [
+                    [
+                        b["instance"],
+                        _address(b),
+                        _cell(b.get("connections")),
+                        _cell(b.get("subscriptions")),
+                        _cell(b.get("started_at")),
+                    ]
+                    for b in bcs
+                ],
+            )
+        )
+    else:
+        out.append("broadcasters: none (no heartbeat)")
+    v = report.get("verify")
+    if v:
+        out.append("")
+        out.append(f"last verify: {verify_line(v)}")
+    for e in report.get("errors") or []:
+        out.append(f"error: {e}")
+    return "\n".join(out)
+
+
+def _address(b: Mapping[str, Any]) -> str:
+    host, port = b.get("host"), b.get("port")
+    if host is None and port is None:
+        return "-"
+    return f"{host}:{port}"
+
+
+def verify_line(v: Mapping[str, Any]) -> str:
+    when = v.get("finished_at") or "?"
+    if v.get("ok"):
+        return f"ok at {when} ({v.get('sessions', 0)} sessions, {v.get('rows', 0)} rows)"
+    return (
+        f"FAILED at {when}: {v.get('violations_total', 0)} broken sessions"
+        f" of {v.get('sessions', 0)} (run `rowcast verify`)"
+    )
+
+
+# --- I/O ------------------------------------------------------------------
+
+
+def count_after(r: redis.Redis, key: str, after: str, cap: int) -> int | None:
+    """Entries after ``after`` (exclusive), or None beyond ``cap``."""
+    count, start = 0, f"({after}"
+    while count <= cap:
+        page: Any = r.xrange(key, start, "+", count=1000)
+        if not page:
+            return count
+        count += len(page)
+        start = f"({text(page[-1][0])}"
+    return None
+
+
+def read_shard(r: redis.Redis, keys: Keys, shard: int, applied: tuple[int, int] | None) -> ShardRaw:
+    entries = keys.entries(shard)
+    pipe = r.pipeline(transaction=False)
+    pipe.time()
+    pipe.xlen(entries)
+    pipe.xinfo_groups(entries)
+    pipe.xpending(entries, GROUP)
+    pipe.get(keys.lease(shard))
+    pipe.get(keys.fence(shard))
+    pipe.xlen(keys.dead(shard))
+    pipe.xlen(keys.rows(shard))
+    now, length, groups, pend, holder, fence, dead, rows_len = pipe.execute(raise_on_error=False)
+    for value in (now, length, holder, fence, dead, rows_len):
+        if isinstance(value, Exception):
+            raise value
+    # XINFO/XPENDING fail while the stream or the group does not exist yet.
+    group = None
+    if not isinstance(groups, Exception):
+        group = next((g for g in groups if text(g.get("name")) == GROUP), None)
+    pending_min = None
+    if group is not None and not isinstance(pend, Exception) and pend.get("pending"):
+        pending_min = text(pend.get("min"))
+    counted = None
+    if group is not None and group.get("lag") is None:
+        counted = count_after(
+            r, entries, text(group.get("last-delivered-id")) or "0", LAG_COUNT_CAP
+        )
+    return ShardRaw(
+        shard=shard,
+        now_ms=int(now[0]) * 1000 + int(now[1]) // 1000,
+        length=int(length),
+        group=group,
+        pending_min=pending_min,
+        lease_holder=text(holder),
+        fence=None if fence is None else int(fence),
+        dead=int(dead),
+        rows_length=int(rows_len),
+        applied=applied,
+        counted_lag=counted,
+    )
+
+
+def read_broadcasters(r: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
+    names = sorted(text(k) or "" for k in r.scan_iter(match=keys.broadcaster_pattern(), count=1000))
+    if not names:
+        return []
+    values: Any = r.mget(names)
+    head = len(keys.broadcaster(""))
+    out = [broadcaster_report(n[head:], v) for n, v in zip(names, values, strict=True)]
+    return [b for b in out if b is not None]
+
+
+def read_verify(r: redis.Redis, keys: Keys) -> dict[str, Any] | None:
+    raw: Any = r.get(keys.verify_result())
+    if raw is None:
+        return None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def collect(settings: Settings) -> dict[str, Any]:
+    """The whole ``status`` report. A PostgreSQL that cannot be read leaves
+    ``last_applied`` null and adds a line to ``errors``: the Redis side is
+    still worth seeing during an incident."""
+    keys = settings.keys
+    shards = range(settings.shards)
+    errors: list[str] = []
+    offsets: dict[str, tuple[tuple[int, int], int, int]] = {}
+    try:
+        with connect_db(settings) as conn:
+            offsets = applied_offsets(conn, [keys.entries(n) for n in shards])
+    except (Unavailable, ConfigError, RowcastError) as e:
+        errors.append(str(e))
+    with connect_redis(settings) as r:
+        report: dict[str, Any] = {
+            "shards": [
+                shard_report(read_shard(r, keys, n, offsets.get(keys.entries(n), (None, 0, 0))[0]))
+                for n in shards
+            ],
+            "broadcasters": read_broadcasters(r, keys),
+            "verify": read_verify(r, keys),
+            "prefix": settings.prefix,
+        }
+    if errors:
+        report["errors"] = errors
+    return report
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    report = collect(settings)
+    if args.json:
+        sys.stdout.write(orjson.dumps(report).decode() + "\n")
+    else:
+        sys.stdout.write(format_status(report) + "\n")
+    for e in report.get("errors", []):
+        sys.stderr.write(f"rowcast: {e}\n")
+    return 1 if report.get("errors") else 0

@@ -1,0 +1,42 @@
+"""replay: stream ids on the command line, and what is re-fed."""
+
+from __future__ import annotations
+
+import pytest
+
+from ops.replay import MAX_PART, parse_stream_id, refeed
+from producers.errors import ConfigError
+
+
+def test_stream_ids() -> None:
+    assert parse_stream_id("1700-3", "--from") == (1700, 3)
+    assert parse_stream_id("1700", "--from") == (1700, 0)
+    assert parse_stream_id("1700", "--to", end=True) == (1700, MAX_PART)
+    assert parse_stream_id("-", "--from") == (0, 0)
+    assert parse_stream_id("+", "--to") == (MAX_PART, MAX_PART)
+    for bad in ("", "abc", "1-2-3", "1-", "-1", "99999999999999999999999", "1.5"):
+        with pytest.raises(ConfigError, match="--from"):
+            parse_stream_id(bad, "--from")
+
+
+WINDOW = ((100, 0), (200, 0))
+
+
+def test_an_original_loses_its_reply_and_gains_its_origin() -> None:
+    fields = {b"op": b"append", b"session": b"s", b"reply": b"tok", b"body": b"{}"}
+    assert refeed(b"150-0", fields, WINDOW) == {
+        b"op": b"append",
+        b"session": b"s",
+        b"body": b"{}",
+        b"origin": b"150-0",
+    }
+
+
+def test_a_replay_keeps_its_origin_or_is_skipped() -> None:
+    fields = {b"op": b"upsert", b"origin": b"50-0"}
+    # its original is older than the window (trimmed, or not replayed): keep the origin
+    assert refeed(b"150-0", fields, WINDOW) == {b"op": b"upsert", b"origin": b"50-0"}
+    # its original is re-fed by the same run: skip
+    assert refeed(b"150-0", {b"op": b"upsert", b"origin": b"120-0"}, WINDOW) is None
+    # a malformed origin is replaced by the entry's own id
+    assert refeed("150-1", {b"origin": b"junk"}, WINDOW) == {b"origin": b"150-1"}
