@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 from yoyo import get_backend, read_migrations
+from yoyo.exceptions import LockTimeout
 
 from ops.settings import Settings
 from producers.errors import Unavailable
@@ -42,6 +43,10 @@ def migrate(database_url: str) -> list[str]:
                 backend = get_backend(yoyo_url(database_url))
                 try:
                     migrations = read_migrations(str(MIGRATIONS))
+                    # Our advisory lock already serializes migrations and dies
+                    # with its session; yoyo's lock row would outlive a killed
+                    # process and block every later start.
+                    backend.break_lock()
                     with backend.lock():
                         todo = backend.to_apply(migrations)
                         backend.apply_migrations(todo)
@@ -52,6 +57,8 @@ def migrate(database_url: str) -> list[str]:
                 lock_conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     except psycopg.OperationalError as e:
         raise Unavailable(f"PostgreSQL: {str(e).strip().splitlines()[0]}") from e
+    except LockTimeout as e:
+        raise Unavailable(f"migrations are locked by another process: {e}") from e
 
 
 def run(args: object, settings: Settings) -> int:

@@ -84,6 +84,7 @@ class Merged:
     entry: StreamId
     replayed: bool
     members: list[Valid] = field(default_factory=list)
+    overwritten: list[bytes] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -102,6 +103,7 @@ class Plan:
             "entry_ms": [x.entry[0] for x in m],
             "entry_seq": [x.entry[1] for x in m],
             "replayed": [x.replayed for x in m],
+            "overwritten": [b.decode() for x in m for b in x.overwritten],
         }
 
 
@@ -162,6 +164,7 @@ def merge(valid: Sequence[Valid]) -> Plan:
         if e.op == "upsert":
             m.upserts += 1
             m.later += 1
+            m.overwritten.append(m.body)
             m.kind, m.body = e.kind, e.body
     return Plan(list(by_key.values()))
 

@@ -16,18 +16,23 @@ from redis.asyncio import Redis
 from producers.keys import GROUP, Keys
 from writer.batch import Dead, Receipt, error_receipt
 from writer.change import Change, batch_message
+from writer.lease import LeaseLost
 
-# KEYS: rows stream, dead stream, entries stream, then one reply list per receipt.
-# ARGV: maxlen, channel, message, receipt ttl, #changes, #dead, #receipts, #acks,
-# group, then one packed value per change (see Change.packed: its fields joined
-# by NUL, which neither a valid id, kind nor JSON text can contain), (count,
-# fields...) per dead letter, one payload per receipt, the ids to acknowledge.
+# KEYS: rows stream, dead stream, entries stream, lease, then one reply list
+# per receipt. ARGV: maxlen, channel, message, receipt ttl, #changes, #dead,
+# #receipts, #acks, group, lease holder ('' for no check), then one packed
+# value per change (see Change.packed: its fields joined by NUL, which neither
+# a valid id, kind nor JSON text can contain), (count, fields...) per dead
+# letter, one payload per receipt, the ids to acknowledge.
 # Packing a change into one argument keeps redis-py's per-argument encoding,
 # the writer's largest Python cost, off the hot path.
 _PUBLISH = """
+if ARGV[10] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[10] then
+  return -1
+end
 local maxlen, ttl = ARGV[1], ARGV[4]
 local nc, nd, nr, na = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local i = 10
+local i = 11
 local f, NUL = {}, string.char(0)
 for _ = 1, nc do
   local s, pos = ARGV[i], 1
@@ -52,8 +57,8 @@ for _ = 1, nd do
   i = i + n + 1
 end
 for r = 1, nr do
-  redis.call('RPUSH', KEYS[3 + r], ARGV[i])
-  redis.call('PEXPIRE', KEYS[3 + r], ttl)
+  redis.call('RPUSH', KEYS[4 + r], ARGV[i])
+  redis.call('PEXPIRE', KEYS[4 + r], ttl)
   i = i + 1
 end
 local done = 0
@@ -79,8 +84,18 @@ class Outcome:
 
 class Publisher:
     def __init__(
-        self, redis: Redis, keys: Keys, shard: int, rows_maxlen: int, receipt_ttl_ms: int
+        self,
+        redis: Redis,
+        keys: Keys,
+        shard: int,
+        rows_maxlen: int,
+        receipt_ttl_ms: int,
+        holder: str = "",
     ) -> None:
+        """With ``holder``, publish only while that writer holds the shard's
+        lease: a leader paused past its lease must not announce late (the new
+        leader re-announces what it left pending)."""
+        self.holder = holder
         self.keys = keys
         self.shard = shard
         self.rows_maxlen = rows_maxlen
@@ -92,7 +107,8 @@ class Publisher:
         k, n = self.keys, self.shard
         receipts = list(out.receipts)
         receipts += [Receipt(d.reply, error_receipt(d.error)) for d in out.dead if d.reply]
-        keys = [k.rows(n), k.dead(n), k.entries(n)] + [k.reply(n, r.token) for r in receipts]
+        keys = [k.rows(n), k.dead(n), k.entries(n), k.lease(n)]
+        keys += [k.reply(n, r.token) for r in receipts]
         message = batch_message(n, out.changes) if out.changes else b""
         argv: list[Any] = [
             self.rows_maxlen,
@@ -104,6 +120,7 @@ class Publisher:
             len(receipts),
             len(out.ids),
             GROUP,
+            self.holder,
         ]
         argv += [c.packed() for c in out.changes]
         for d in out.dead:
@@ -118,7 +135,8 @@ class Publisher:
         if not (out.changes or out.dead or out.receipts or out.ids):
             return
         keys, argv = self.script_args(out)
-        await self._script(keys=keys, args=argv)
+        if await self._script(keys=keys, args=argv) == -1:
+            raise LeaseLost(f"shard {self.shard}: lease lost before publishing; stepping down")
 
     async def send(self, changes: Sequence[Change]) -> None:
         """Announce changes made outside the write path (repair)."""

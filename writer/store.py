@@ -163,8 +163,11 @@ class Store:
         await self._isolate(chunk[:mid], pieces, rejected)
         await self._isolate(chunk[mid:], pieces, rejected)
 
-    async def rows_for(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Change]:
-        """The current state of these rows (recovery of a committed batch)."""
+    async def rows_for(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[Change, StreamId]]:
+        """The current state of these rows, with the id of the entry that last
+        wrote each (recovery of a committed batch)."""
         if not keys:
             return {}
         try:
@@ -176,8 +179,8 @@ class Store:
         except psycopg.Error as e:
             raise translate(e) from e
         return {
-            (s, r): Change(s, r, seq, rev, chg, kind, body.encode())
-            for s, r, seq, rev, chg, kind, body in rows
+            (s, r): (Change(s, r, seq, rev, chg, kind, body.encode()), (ems, eseq))
+            for s, r, seq, rev, chg, kind, body, ems, eseq in rows
         }
 
     async def rejects_for(self, ids: Sequence[bytes]) -> dict[bytes, str]:

@@ -93,8 +93,7 @@ class ShardWriter:
                     await sleep_unless(stop, poll)
                     continue
                 try:
-                    await self._lead(fence, stop)
-                    backoff.reset()
+                    await self._lead(fence, stop, backoff)
                 except (Fenced, LeaseLost) as e:
                     log.warning("shard %d: stepping down: %s", self.cfg.shard, _one_line(e))
                     await sleep_unless(stop, poll)
@@ -119,7 +118,7 @@ class ShardWriter:
             if "BUSYGROUP" not in str(e):
                 raise
 
-    async def _lead(self, fence: int, stop: asyncio.Event) -> None:
+    async def _lead(self, fence: int, stop: asyncio.Event, backoff: Backoff) -> None:
         cfg = self.cfg
         store = await Store.connect(cfg.database_url, self.entries, cfg.lease_ms)
         try:
@@ -146,6 +145,7 @@ class ShardWriter:
             async with asyncio.TaskGroup() as tg:
                 renewing = tg.create_task(self._renew())
                 await self._recover(store, fence, last)
+                backoff.reset()
                 await self._pipeline(store, fence, stop)
                 renewing.cancel()
         except BaseExceptionGroup as group:
@@ -159,7 +159,9 @@ class ShardWriter:
         while True:
             await asyncio.sleep(period)
             try:
-                if not await self.lease.renew():
+                renewed = await self.lease.renew()
+                _raise_if_cancelled()
+                if not renewed:
                     raise LeaseLost(f"shard {self.cfg.shard}: lease taken over")
                 last_ok = time.monotonic()
             except _TRANSIENT:
@@ -199,12 +201,15 @@ class ShardWriter:
         last_id = await self._last_delivered()
         while not stop.is_set():
             items = await self.lease.read(cfg.batch_max)
+            _raise_if_cancelled()
             if not items:
                 await self.redis.xread({self.entries: last_id}, count=1, block=250)
+                _raise_if_cancelled()
                 continue
             if cfg.linger_ms and len(items) < cfg.batch_max and not _asks_receipt(items):
                 await asyncio.sleep(cfg.linger_ms / 1000)
                 items += await self.lease.read(cfg.batch_max - len(items))
+                _raise_if_cancelled()
             last_id = items[-1][0]
             for chunk in split_by_size(items, cfg.batch_bytes):
                 await q.put(chunk)
@@ -221,6 +226,7 @@ class ShardWriter:
     async def _publisher(self, q: asyncio.Queue[Outcome | None]) -> None:
         while (out := await q.get()) is not None:
             await self.publisher.publish(out)
+            _raise_if_cancelled()
             METRICS.observe_published(self.cfg.shard, out)
 
     async def _commit(self, store: Store, fence: int, items: Items) -> Outcome:
@@ -258,16 +264,21 @@ class ShardWriter:
         ]
         keys = list(dict.fromkeys((v.entry.session, v.entry.row) for v in keep))
         rows = await store.rows_for(keys)
+        # Only rows these entries wrote are announced again: a row they left
+        # alone (a duplicate append) carries an older change number, and
+        # announcing it now would take its session's feed backwards.
+        wrote = {parse_id(v.id) for v in keep}
+        wrote |= {parse_id(v.entry.origin) for v in keep if v.entry.origin}
         asked = {(v.entry.session, v.entry.row) for v in keep if v.entry.reply is not None}
         out = Outcome(ids=[i for i, _ in items])
         for key in keys:
-            c = rows.get(key)
-            if c is not None:
-                out.changes.append(_with_ack(c, key in asked))
+            got = rows.get(key)
+            if got is not None and got[1] in wrote:
+                out.changes.append(_with_ack(got[0], key in asked))
         out.changes.sort(key=lambda c: (c.session, c.change))
         for v in keep:
-            c = rows.get((v.entry.session, v.entry.row))
-            if c is None:
+            got = rows.get((v.entry.session, v.entry.row))
+            if got is None:
                 dead.append(
                     Dead(
                         v.id,
@@ -277,14 +288,22 @@ class ShardWriter:
                     )
                 )
             elif v.entry.reply is not None:
-                out.receipts.append(
-                    Receipt(
-                        v.entry.reply,
-                        ok_receipt(c.session, c.row, c.sequence, c.revision, c.change, False),
-                    )
+                c = got[0]
+                receipt = ok_receipt(
+                    c.session, c.row, c.sequence, c.revision, c.change, got[1] not in wrote
                 )
+                out.receipts.append(Receipt(v.entry.reply, receipt))
         out.dead = _in_order(dead)
         return out
+
+
+def _raise_if_cancelled() -> None:
+    """redis-py's asyncio client can swallow a cancellation that arrives while
+    it reconnects (redis-py #2028, #2551); a loop that goes on after that
+    would hold its lease forever. Honour a pending cancel ourselves."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def split_by_size(items: Items, limit: int) -> list[Items]:

@@ -55,7 +55,10 @@ $$;
 -- batch, p_later those after its first entry; kind/body are the row's final
 -- ones; p_entry_* is the id of the last entry merged (the original id for a
 -- replayed entry). A replayed upsert applies only to a row last written by
--- an older entry, so replaying what is stored changes nothing. Returns one line per element: its sequence, the revision before
+-- an older entry, so replaying what is stored changes nothing.
+-- p_overwritten holds the bodies merged away (an upsert replaced them within
+-- the batch): PostgreSQL judges them too, so whether a bad body is refused
+-- never depends on how entries happened to be batched. Returns one line per element: its sequence, the revision before
 -- (NULL when the row is new) and after, and its change number (NULL when
 -- nothing changed: duplicate appends).
 CREATE OR REPLACE FUNCTION rowcast.apply_batch(
@@ -63,7 +66,8 @@ CREATE OR REPLACE FUNCTION rowcast.apply_batch(
     p_first_ms bigint, p_first_seq bigint, p_last_ms bigint, p_last_seq bigint,
     p_sessions text[], p_rows text[], p_kinds text[], p_bodies text[],
     p_upserts int[], p_later int[],
-    p_entry_ms bigint[], p_entry_seq bigint[], p_replayed boolean[])
+    p_entry_ms bigint[], p_entry_seq bigint[], p_replayed boolean[],
+    p_overwritten text[])
 RETURNS TABLE (o_pos bigint, o_sequence bigint, o_old_revision bigint,
                o_revision bigint, o_change bigint, o_old_change bigint)
 LANGUAGE plpgsql
@@ -74,6 +78,8 @@ BEGIN
     IF p_stream IS NOT NULL THEN
         PERFORM rowcast.advance(p_stream, p_fence, p_first_ms, p_first_seq, p_last_ms, p_last_seq);
     END IF;
+
+    PERFORM b::jsonb FROM unnest(p_overwritten) AS b;
 
     -- Heads of new sessions, then every head of the batch locked in sorted
     -- order, so two transactions never wait on each other in a cycle.
