@@ -41,6 +41,9 @@ class Settings:
     lease_ms: int = 5000
     receipt_ttl_ms: int = 300_000
     metrics_port: int | None = None
+    coalesce_ms: float | None = None
+    queue_max: int | None = None
+    frame_changes: int | None = None
 
     @property
     def keys(self) -> Keys:
@@ -64,6 +67,9 @@ class Settings:
             lease_ms=_int(env, "ROWCAST_LEASE_MS", 5000, low=200, high=600_000),
             receipt_ttl_ms=_int(env, "ROWCAST_RECEIPT_TTL_MS", 300_000, low=1000),
             metrics_port=_int(env, "ROWCAST_METRICS_PORT", None, low=0, high=65535),
+            coalesce_ms=_int(env, "ROWCAST_COALESCE_MS", None, low=0, high=60_000),
+            queue_max=_int(env, "ROWCAST_QUEUE_MAX", None, low=2000),
+            frame_changes=_int(env, "ROWCAST_FRAME_CHANGES", None, low=1, high=10_000),
         )
         s = replace(s, **{k: v for k, v in overrides.items() if v is not None})
         s.check()

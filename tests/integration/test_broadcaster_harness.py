@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import socket
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -119,6 +120,23 @@ async def producer(redis_url: str, prefix: str, shards: int = 1) -> AsyncIterato
         await p.close()
 
 
+async def until_live(b: Broadcaster, timeout: float = 30) -> None:
+    """Until every subscription of the broadcaster has caught up (is live)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            hub = b.runtime.hub
+            watches = [w for ws in hub._sessions.values() for w in ws]
+            if watches and not any(w.sub.fetching for w in watches):
+                return
+            await asyncio.sleep(0.02)
+
+
+async def until_subscriptions(b: Broadcaster, n: int, timeout: float = 30) -> None:
+    async with asyncio.timeout(timeout):
+        while b.runtime.hub.subscriptions != n:
+            await asyncio.sleep(0.02)
+
+
 async def wait_for_head(db_url: str, session: str, last_change: int, timeout: float = 60) -> None:
     """Until PostgreSQL shows the session at ``last_change`` (the writer caught up)."""
     async with asyncio.timeout(timeout):
@@ -179,7 +197,7 @@ def check_delivery(
     - folding the deliveries row by row gives exactly what PostgreSQL holds.
     """
     numbers = [c["change"] for c in delivered]
-    assert all(a < b for a, b in zip(numbers, numbers[1:], strict=False)), (
+    assert all(a < b for a, b in itertools.pairwise(numbers)), (
         f"change numbers not strictly increasing: {numbers[:50]}"
     )
     last_of_row: dict[str, int] = {}
@@ -198,8 +216,11 @@ def check_delivery(
 
 async def produce_session(
     p: Producer, session: str, n_rows: int, updates: int = 3, ack_every: int = 0
-) -> None:
-    """Rows of a session: appends, each followed by a few upserts (a streaming row)."""
+) -> int:
+    """Rows of a session: appends, each followed by a few upserts (a streaming
+    row). Ends with a receipt, so everything is committed on return; returns
+    the session's last change number. (The writer may merge upserts of one row
+    in one batch into one change: the count of changes is not fixed.)"""
     for i in range(n_rows):
         row = f"r{i}"
         await p.append(session, row, "user" if i % 2 else "assistant", {"i": i, "text": "x"})
@@ -209,6 +230,9 @@ async def produce_session(
                 await p.upsert(session, row, "assistant", {"i": i, "u": u}, wait=True)
             else:
                 await p.upsert(session, row, "assistant", {"i": i, "u": u})
+    receipt = await p.upsert(session, "r0", "assistant", {"i": 0, "final": True}, wait=True)
+    assert receipt.change is not None
+    return receipt.change
 
 
 class WsClient:
@@ -226,7 +250,8 @@ class WsClient:
     async def subscribe(self, session: str, after: int | None = None) -> None:
         if after is None:
             after = self.cursor(session)
-        await self.conn.send(orjson.dumps({"type": "subscribe", "session": session, "after": after}))
+        msg = {"type": "subscribe", "session": session, "after": after}
+        await self.conn.send(orjson.dumps(msg).decode())
 
     def cursor(self, session: str) -> int:
         got = self.changes.get(session)
@@ -260,10 +285,17 @@ class SseClient:
         self.events: list[tuple[str, str]] = []
         self.last_id: str | None = None
 
-    async def read(self, until_change: int | None = None, max_events: int | None = None,
-                   after: int | None = None, timeout: float = 60) -> str:
+    async def read(
+        self,
+        until_change: int | None = None,
+        max_events: int | None = None,
+        after: int | None = None,
+        timeout: float = 60,
+    ) -> str:
         """Read one connection's events until a change number, a count, or the
         end of the stream; returns why it stopped ('change', 'count', 'end')."""
+        if until_change is not None and self.changes and self.changes[-1]["change"] >= until_change:
+            return "change"
         headers = {}
         if self.last_id is not None:
             headers["last-event-id"] = self.last_id

@@ -1,0 +1,77 @@
+"""The broadcaster's settings: what ``create_app`` needs, passed explicitly
+(only ``ops`` reads the environment)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+
+from broadcaster.auth import check_secret
+from producers.errors import ConfigError
+from producers.keys import Keys
+
+
+def default_instance() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class BroadcasterConfig:
+    redis_url: str
+    database_url: str
+    prefix: str = "rowcast"
+    secret: str | None = None
+    """Signs client tokens; None: no auth (then only loopback may listen)."""
+    window_ms: float = 5.0
+    """Coalescing window: how long a connection's changes gather before a frame
+    goes out (a change with ``ack`` goes at once). ROWCAST_COALESCE_MS."""
+    max_batch: int = 256
+    """Most changes in one frame; a full batch goes at once. ROWCAST_FRAME_CHANGES."""
+    queue_max: int = 10_000
+    """Most changes waiting on one connection before it is told to resync
+    and closed. Also bounds each subscription's catch-up buffer. ROWCAST_QUEUE_MAX."""
+    page: int = 1000
+    """Rows per catch-up read from PostgreSQL."""
+    sse_heartbeat_s: float = 15.0
+    """An SSE comment line after this long without an event (keeps proxies open)."""
+    sse_retry_ms: int = 1000
+    """The reconnection delay announced to EventSource clients."""
+    max_subscriptions: int = 100
+    """Sessions one WebSocket may subscribe to at once."""
+    pool_max: int = 8
+    """PostgreSQL connections of the process."""
+    sessions_limit: int = 100
+    """Default length of ``/api/sessions`` (``?limit=`` up to 1000)."""
+    collapse: bool = True
+    """Within one window, send only a row's latest revision."""
+    instance: str = ""
+    """The heartbeat's name; empty: host:pid:random."""
+    heartbeat_every_s: float = 5.0
+    heartbeat_ttl_s: int = 15
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.prefix)
+
+    @property
+    def window(self) -> float:
+        return self.window_ms / 1000.0
+
+    def check(self) -> None:
+        if not self.redis_url or not self.database_url:
+            raise ConfigError("the broadcaster needs a Redis URL and a PostgreSQL URL")
+        if self.secret is not None:
+            check_secret(self.secret)
+        if not 0 <= self.window_ms <= 60_000:
+            raise ConfigError("the coalescing window must be 0..60000 ms")
+        if self.max_batch < 1:
+            raise ConfigError("a frame must hold at least 1 change")
+        if self.page < 1:
+            raise ConfigError("the catch-up page must be at least 1 row")
+        if self.queue_max < max(2 * self.page, self.max_batch):
+            raise ConfigError(
+                f"the queue bound ({self.queue_max}) must hold two catch-up pages"
+                f" ({2 * self.page}) and one frame"
+            )

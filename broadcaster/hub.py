@@ -1,0 +1,272 @@
+"""The hub: one pub/sub subscription per process, routing each change to the
+subscribers of its session, and the PostgreSQL reads that make every
+subscription whole (catch-up, gaps, and a check of every watched session
+after the pub/sub connection comes back).
+
+redis-py's PubSub reconnects and resubscribes silently; here it is built with
+no retries, so a lost connection surfaces, and a fresh one is made, so the
+hub knows exactly when messages may have been missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from broadcaster.item import Item, from_message_change
+from broadcaster.metrics import Metrics
+from broadcaster.outbox import Outbox
+from broadcaster.store import Store
+from broadcaster.subscription import Step, Subscription
+from producers.errors import Unavailable
+from producers.keys import Keys
+from writer.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+
+class Watch:
+    """One subscription served to one connection: the pure cursor state
+    (subscription.py) plus the reads it asks for."""
+
+    __slots__ = ("closed", "hub", "outbox", "sub", "task")
+
+    def __init__(self, hub: Hub, sub: Subscription, outbox: Outbox) -> None:
+        self.hub = hub
+        self.sub = sub
+        self.outbox = outbox
+        self.task: asyncio.Task[None] | None = None
+        self.closed = False
+
+    @property
+    def session(self) -> str:
+        return self.sub.session
+
+    def live(self, item: Item) -> None:
+        step = self.sub.live(item)
+        if step.fetch:
+            self.hub.metrics.gaps.inc()
+        self._apply(step)
+
+    def poke(self) -> None:
+        if not self.closed and self.sub.poke():
+            self._start_fetch()
+
+    def _apply(self, step: Step) -> None:
+        if step.deliver:
+            self.outbox.put(self.sub.session, step.deliver)
+        if step.fetch and not self.closed:
+            self._start_fetch()
+
+    def _start_fetch(self) -> None:
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._fetch(), name=f"fetch {self.sub.session}")
+
+    async def _fetch(self) -> None:
+        hub, sub = self.hub, self.sub
+        backoff = Backoff(base=0.05, cap=2.0)
+        while not self.closed:
+            # PostgreSQL can wait; a slow client is not made to resync by catch-up.
+            await self.outbox.wait_room()
+            if self.closed:
+                return
+            try:
+                items = await hub.store.changes_after(sub.session, sub.last, hub.page)
+            except Unavailable as e:
+                log.warning("reading session %r: %s (retrying)", sub.session, e)
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            backoff.reset()
+            hub.metrics.fetches.inc()
+            step = sub.fetched(items, complete=len(items) < hub.page)
+            if step.deliver:
+                self.outbox.put(sub.session, step.deliver)
+            if not step.fetch:
+                return
+
+    def cancel(self) -> None:
+        self.closed = True
+        task, self.task = self.task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+
+class Hub:
+    def __init__(
+        self,
+        redis_url: str,
+        keys: Keys,
+        store: Store,
+        metrics: Metrics,
+        *,
+        page: int = 1000,
+        buffer_max: int = 10_000,
+        client_name: str = "rowcast-broadcaster",
+        ping_every: float = 5.0,
+    ) -> None:
+        self.redis_url = redis_url
+        self.keys = keys
+        self.store = store
+        self.metrics = metrics
+        self.page = page
+        self.buffer_max = buffer_max
+        self.client_name = client_name
+        self.ping_every = ping_every
+        self.connected = False
+        self._sessions: dict[str, set[Watch]] = {}
+        self._count = 0
+        self._recheck_task: asyncio.Task[None] | None = None
+
+    @property
+    def subscriptions(self) -> int:
+        return self._count
+
+    def watch(self, session: str, after: int, outbox: Outbox) -> Watch:
+        """Register first, then read: every change committed after the read's
+        snapshot is then certain to reach the subscription's buffer."""
+        w = Watch(self, Subscription(session, after, self.buffer_max), outbox)
+        self._sessions.setdefault(session, set()).add(w)
+        self._count += 1
+        self.metrics.subscriptions.set(self._count)
+        w._apply(w.sub.start())
+        return w
+
+    def unwatch(self, w: Watch) -> None:
+        w.cancel()
+        watches = self._sessions.get(w.session)
+        if watches is not None and w in watches:
+            watches.discard(w)
+            if not watches:
+                del self._sessions[w.session]
+            self._count -= 1
+            self.metrics.subscriptions.set(self._count)
+
+    def route(self, data: bytes) -> None:
+        """One ``P:rows`` message."""
+        self.metrics.messages.inc()
+        try:
+            changes = orjson.loads(data)["changes"]
+            if not isinstance(changes, list):
+                raise TypeError("changes is not a list")
+        except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+            self.metrics.bad_messages.inc()
+            log.warning("unreadable P:rows message: %s", e)
+            return
+        sessions = self._sessions
+        routed = 0
+        for c in changes:
+            try:
+                watches = sessions.get(c["session"])
+                if not watches:
+                    continue
+                item = from_message_change(c)
+            except (KeyError, TypeError, ValueError) as e:
+                self.metrics.bad_messages.inc()
+                log.warning("unreadable change in a P:rows message: %s", e)
+                continue
+            routed += 1
+            # A put may close a connection and unwatch its sessions: iterate a copy.
+            for w in tuple(watches):
+                w.live(item)
+        if routed:
+            self.metrics.changes_in.inc(routed)
+
+    async def run(self) -> None:
+        """Listen until cancelled, reconnecting with backoff."""
+        backoff = Backoff(base=0.1, cap=5.0)
+        try:
+            while True:
+                try:
+                    await self._listen(backoff)
+                except (RedisError, OSError) as e:
+                    if self.connected:
+                        self.metrics.reconnects.inc()
+                        log.warning("pub/sub connection lost (%s); reconnecting", e)
+                    else:
+                        log.warning("pub/sub: cannot subscribe (%s); retrying", e)
+                    self._set_connected(False)
+                    await asyncio.sleep(backoff.next_delay())
+        finally:
+            self._set_connected(False)
+            if self._recheck_task is not None:
+                self._recheck_task.cancel()
+
+    def _set_connected(self, up: bool) -> None:
+        self.connected = up
+        self.metrics.pubsub_up.set(1 if up else 0)
+
+    async def _listen(self, backoff: Backoff) -> None:
+        client = Redis.from_url(
+            self.redis_url,
+            client_name=self.client_name,
+            retry=Retry(NoBackoff(), 0),
+            socket_connect_timeout=5,
+            socket_keepalive=True,
+        )
+        pubsub = client.pubsub()
+        loop = asyncio.get_running_loop()
+        try:
+            await pubsub.subscribe(self.keys.channel)
+            ping_sent: float | None = None
+            while True:
+                msg: dict[str, Any] | None = await pubsub.get_message(timeout=self.ping_every)
+                if msg is None:
+                    # Quiet: make the connection prove it is alive.
+                    if ping_sent is None:
+                        ping_sent = loop.time()
+                        await pubsub.ping()
+                    elif loop.time() - ping_sent > 3 * self.ping_every:
+                        raise RedisConnectionError("pub/sub connection stopped answering")
+                    continue
+                ping_sent = None
+                kind = msg["type"]
+                if kind == "message":
+                    self.route(msg["data"])
+                    # Let the senders run between messages: redis-py hands out
+                    # buffered messages without yielding.
+                    await asyncio.sleep(0)
+                elif kind == "subscribe":
+                    log.info("subscribed to %s", self.keys.channel)
+                    self._set_connected(True)
+                    backoff.reset()
+                    self._start_recheck()
+        finally:
+            try:
+                await pubsub.aclose()
+                await client.aclose()
+            except (RedisError, OSError):
+                pass
+
+    def _start_recheck(self) -> None:
+        if self._recheck_task is not None:
+            self._recheck_task.cancel()
+        self._recheck_task = asyncio.create_task(self._recheck(), name="recheck sessions")
+
+    async def _recheck(self) -> None:
+        """Messages published while we were not subscribed are lost to pub/sub,
+        not to PostgreSQL: compare every watched session with its head."""
+        backoff = Backoff(base=0.1, cap=5.0)
+        while True:
+            try:
+                heads = await self.store.heads(list(self._sessions))
+                break
+            except Unavailable as e:
+                log.warning("checking watched sessions: %s (retrying)", e)
+                await asyncio.sleep(backoff.next_delay())
+        behind = 0
+        for session, watches in list(self._sessions.items()):
+            head = heads.get(session, 0)
+            for w in tuple(watches):
+                if w.sub.fetching or w.sub.last < head:
+                    behind += 1
+                    w.poke()
+        if behind:
+            log.info("%d subscriptions read from PostgreSQL after (re)subscribing", behind)

@@ -1,0 +1,205 @@
+"""The outbox: one connection's bounded queue and its sender.
+
+Changes wait here (coalesced, see coalesce.py) until the process-wide
+ticker ends the current window or a batch is full, or go at once when one of
+them carries ``ack``. The queue is
+bounded: a connection that lets more than ``limit`` changes pile up while
+its socket is not draining is closed with the reason ``resync``; its subscriber
+resumes from its cursor and PostgreSQL fills in what it missed. Catch-up
+reads do not count against a slow client: they wait for room instead
+(``wait_room``), because PostgreSQL can be read later and pub/sub cannot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from broadcaster.coalesce import Pending
+from broadcaster.item import Item
+from broadcaster.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+RESYNC = "resync"
+"""Too slow: told to resync, then closed."""
+EXPIRED = "expired"
+"""Its token expired."""
+SHUTDOWN = "shutdown"
+"""The broadcaster is stopping."""
+GONE = "gone"
+"""The client went away (or the connection ended otherwise)."""
+
+
+class Sink(Protocol):
+    """A transport (WebSocket or SSE) as the sender sees it."""
+
+    async def send(self, batches: list[tuple[str, list[Item]]]) -> None: ...
+
+    async def idle(self) -> None:
+        """Nothing was sent for a while (SSE sends a heartbeat)."""
+
+    async def finish(self, reason: str) -> None:
+        """Tell the client why the connection ends (resync, expiry, shutdown)."""
+
+
+class Ticker:
+    """One timer for all the connections of a process: once per window, every
+    connection holding changes is told to flush. (A timer per connection per
+    frame costs more than many frames do.) Connections that flush on the same
+    tick also tend to send their session's changes as identical frames."""
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._due: list[Outbox] = []
+        self._handle: asyncio.TimerHandle | None = None
+
+    def schedule(self, box: Outbox) -> None:
+        self._due.append(box)
+        if self._handle is None:
+            loop = asyncio.get_running_loop()
+            self._handle = loop.call_later(self.window, self._tick)
+
+    def _tick(self) -> None:
+        self._handle = None
+        due, self._due = self._due, []
+        for box in due:
+            box.flush()
+
+
+class Outbox:
+    def __init__(
+        self,
+        sink: Sink,
+        metrics: Metrics,
+        ticker: Ticker,
+        *,
+        max_batch: int = 256,
+        limit: int = 10_000,
+        idle: float | None = None,
+        collapse: bool = True,
+        expires_at: float | None = None,
+    ) -> None:
+        self.sink = sink
+        self.metrics = metrics
+        self.ticker = ticker
+        self.max_batch = max_batch
+        self.limit = limit
+        self.idle_after = idle
+        self.expires_at = expires_at
+        self.pending = Pending(collapse)
+        self.reason: str | None = None
+        """Why the connection is ending; None while it serves."""
+        self.on_close: Callable[[], None] | None = None
+        self._low = max(1, limit // 2)
+        self._room = asyncio.Event()
+        self._room.set()
+        self._waiter: asyncio.Future[object] | None = None
+        self._go = False
+        self._scheduled = False
+        self._sending = False
+
+    def put(self, session: str, items: list[Item]) -> None:
+        if self.reason is not None or not items:
+            return
+        p = self.pending
+        p.add(session, items)
+        n = p.count
+        self.metrics.observe_queue(n)
+        if n > self.limit and self._sending:
+            # Only while the socket is not draining: a burst (one large batch
+            # of the writer) that the sender is about to take is not slowness.
+            log.info("connection too slow (%d changes waiting): resync", n)
+            self.metrics.resyncs.inc()
+            self.close(RESYNC)
+            return
+        if n > self._low:
+            self._room.clear()
+        if p.urgent or n >= self.max_batch or self.ticker.window <= 0:
+            self.flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            self.ticker.schedule(self)
+
+    def flush(self) -> None:
+        """Send what waits now (the window is over, a batch is full, or an ack)."""
+        self._scheduled = False
+        self._go = True
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def wait_room(self) -> None:
+        """Until the queue is at most half full (or the connection ends)."""
+        await self._room.wait()
+
+    def close(self, reason: str) -> None:
+        if self.reason is not None:
+            return
+        self.reason = reason
+        self.pending.clear()
+        self._room.set()
+        if self.on_close is not None:
+            self.on_close()
+        self._wake()
+
+    async def _sleep(self, timeout: float | None) -> bool:
+        """Until woken (flush or close); True when the timeout ran out."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[object] = loop.create_future()
+        self._waiter = fut
+        handle = None if timeout is None else loop.call_later(timeout, _expire, fut)
+        try:
+            await fut
+        finally:
+            self._waiter = None
+            if handle is not None:
+                handle.cancel()
+        return fut.result() is _TIMEOUT
+
+    async def run(self) -> None:
+        """The sender: until close(), then tell the client why (``Sink.finish``)."""
+        loop = asyncio.get_running_loop()
+        expiry = None
+        if self.expires_at is not None:
+            expiry = loop.call_later(max(0.0, self.expires_at - time.time()), self.close, EXPIRED)
+        try:
+            await self._serve()
+            assert self.reason is not None
+            await self.sink.finish(self.reason)
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+
+    async def _serve(self) -> None:
+        p = self.pending
+        while self.reason is None:
+            if p.count and (self._go or p.urgent or p.count >= self.max_batch):
+                self._go = False
+                batches = p.take(self.max_batch)
+                self._room.set()
+                self._sending = True
+                try:
+                    await self.sink.send(batches)
+                finally:
+                    self._sending = False
+                self.metrics.frames.inc(len(batches))
+                self.metrics.changes_out.inc(sum(len(b[1]) for b in batches))
+                continue
+            idle = self.idle_after if not p.count else None
+            if await self._sleep(idle) and not p.count and self.reason is None:
+                await self.sink.idle()
+
+
+_TIMEOUT = object()
+
+
+def _expire(fut: asyncio.Future[object]) -> None:
+    if not fut.done():
+        fut.set_result(_TIMEOUT)

@@ -1,0 +1,147 @@
+"""Running the app: ``serve`` puts it on uvicorn inside the caller's event
+loop and stops it when the caller's event is set (``rowcast broadcaster``,
+``rowcast up`` and the tests all use it)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+from starlette.applications import Starlette
+
+from broadcaster.runtime import Runtime
+from producers.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+WS_MAX_SIZE = 1 << 20
+"""WebSocket frames larger than this are refused by the protocol (close 1009)."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_listen(host: str, secret: str | None) -> None:
+    """Without a secret every caller may read every session: loopback only."""
+    if secret is None and not is_loopback(host):
+        raise ConfigError(
+            f"refusing to listen on {host} without ROWCAST_SECRET"
+            " (set it to require tokens, or listen on 127.0.0.1)"
+        )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, or one clear line saying why there is none."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host.strip("[]"), port), family=family, backlog=2048)
+    except OSError as e:
+        why = os.strerror(e.errno) if e.errno else str(e)
+        raise ConfigError(f"cannot listen on {host}:{port}: {why}") from None
+    sock.setblocking(False)
+    return sock
+
+
+class _DenialNoise(logging.Filter):
+    """uvicorn's websockets-sansio protocol logs an error after a correct
+    WebSocket denial response (401/403 at the handshake), as if the app had
+    not answered; the client did get its status. Drop that one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("ASGI callable returned without completing")
+
+
+_FILTER = _DenialNoise()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the caller owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _config(app: Starlette, log_level: str | None) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        lifespan="on",
+        ws="websockets-sansio",
+        ws_max_size=WS_MAX_SIZE,
+        # Compression costs more CPU than it saves bytes here: each frame would
+        # be deflated once per client, and most frames are small.
+        ws_per_message_deflate=False,
+        timeout_graceful_shutdown=5,
+        log_config=None,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+    )
+
+
+async def serve(
+    app: Starlette,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    *,
+    sock: socket.socket | None = None,
+    started: asyncio.Event | None = None,
+    log_level: str | None = "warning",
+) -> None:
+    """Serve ``app`` (from ``create_app``) on host:port until ``stop`` is set.
+
+    Feeds are closed first (WebSockets with 1012, SSE streams ended) so
+    clients reconnect elsewhere with their cursors; then uvicorn stops.
+    ``sock``: an already bound socket (host/port are then only reported).
+    ``started`` is set once the server accepts connections. ``log_level``
+    is uvicorn's own (its per-connection lines are noise at INFO).
+    """
+    rt: Runtime = app.state.runtime
+    check_listen(host, rt.secret)
+    if sock is None:
+        sock = bind(host, port)
+    rt.address = (host, sock.getsockname()[1])
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if _FILTER not in uvicorn_log.filters:
+        uvicorn_log.addFilter(_FILTER)
+    server = _Server(_config(app, log_level))
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
+    waiter = asyncio.create_task(stop.wait(), name="stop")
+    try:
+        while not server.started and not task.done():
+            await asyncio.wait({task, waiter}, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                break
+        if server.started:
+            log.info("broadcaster listening on http://%s:%d/", *rt.address)
+            if started is not None:
+                started.set()
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            rt.close_connections()
+            server.should_exit = True
+        await task
+    except BaseException:
+        # Cancelled (or failed) from outside: still stop uvicorn, briefly.
+        rt.close_connections()
+        server.should_exit = True
+        if not task.done():
+            await asyncio.wait({task}, timeout=10)
+            task.cancel()
+        raise
+    finally:
+        waiter.cancel()
+        sock.close()

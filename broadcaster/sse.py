@@ -1,0 +1,105 @@
+"""``/api/sessions/{S}/events``: one session's feed as Server-Sent Events.
+
+Each change is one ``change`` event whose ``id:`` is its change number, so an
+EventSource that reconnects resumes by itself (Last-Event-ID). A stream that
+falls too far behind gets ``event: resync`` and ends; the client reconnects
+from the last id it saw and loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from starlette.types import Message, Receive, Scope, Send
+
+from broadcaster import frames
+from broadcaster.auth import Grant
+from broadcaster.item import Item
+from broadcaster.outbox import EXPIRED, GONE, RESYNC, Outbox
+from broadcaster.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    # Proxies such as nginx would otherwise buffer the stream.
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class EventStream:
+    """An ASGI response serving one subscription until the client leaves."""
+
+    def __init__(self, rt: Runtime, session: str, after: int, grant: Grant) -> None:
+        self.rt = rt
+        self.session = session
+        self.after = after
+        self.grant = grant
+        self._send: Send | None = None
+
+    async def _write(self, body: bytes) -> None:
+        assert self._send is not None
+        await self._send({"type": "http.response.body", "body": body, "more_body": True})
+
+    # Sink
+
+    async def send(self, batches: list[tuple[str, list[Item]]]) -> None:
+        await self._write(b"".join(frames.sse_events(items) for _, items in batches))
+
+    async def idle(self) -> None:
+        await self._write(frames.SSE_PING)
+
+    async def finish(self, reason: str) -> None:
+        if reason == RESYNC:
+            await self._write(frames.sse_resync(self.session))
+        elif reason == EXPIRED:
+            await self._write(b'event: error\ndata: {"error":"token expired"}\n\n')
+
+    # The response
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rt, c = self.rt, self.rt.config
+        self._send = send
+        await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+        await self._write(frames.sse_retry(c.sse_retry_ms))
+        outbox = Outbox(
+            self,
+            rt.metrics,
+            rt.ticker,
+            max_batch=c.max_batch,
+            limit=c.queue_max,
+            idle=c.sse_heartbeat_s,
+            collapse=c.collapse,
+            expires_at=self.grant.expires_at,
+        )
+        watch = rt.hub.watch(self.session, self.after, outbox)
+        outbox.on_close = lambda: rt.hub.unwatch(watch)
+        rt.outboxes.add(outbox)
+        rt.metrics.connections.labels("sse").inc()
+        sender = asyncio.create_task(outbox.run(), name="sse sender")
+        listener = asyncio.create_task(_until_disconnect(receive), name="sse listener")
+        try:
+            await asyncio.wait({sender, listener}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            outbox.close(GONE)
+            if listener.done():
+                sender.cancel()
+            else:
+                listener.cancel()
+            for t in (sender, listener):
+                with contextlib.suppress(asyncio.CancelledError, OSError):
+                    await t
+            rt.outboxes.discard(outbox)
+            rt.metrics.connections.labels("sse").dec()
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            return

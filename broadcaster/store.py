@@ -1,0 +1,153 @@
+"""The broadcaster's PostgreSQL side: read-only queries through a pool.
+
+Catch-up and gap reads, the heads of watched sessions, the session list and
+the rows pages of the HTTP API. Driver errors become ``Unavailable`` here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from broadcaster.item import Item, from_change
+from producers.errors import Unavailable
+from writer.change import Change
+
+log = logging.getLogger(__name__)
+
+_SQL = Path(__file__).parent / "sql"
+
+
+@cache
+def sql(name: str) -> bytes:
+    return (_SQL / f"{name}.sql").read_bytes()
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    rows: list[Change]
+    has_more_before: bool
+    has_more_after: bool
+    row_count: int
+    last_change: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    session: str
+    row_count: int
+    last_change: int
+    updated_at: datetime
+
+
+def _unavailable(e: Exception) -> Unavailable:
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else type(e).__name__
+    return Unavailable(f"PostgreSQL: {first}")
+
+
+class Store:
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self.pool = pool
+
+    @classmethod
+    def create(cls, url: str, max_size: int = 8, timeout: float = 10.0) -> Store:
+        """A store whose pool opens with ``open()`` (it connects in the background,
+        so the broadcaster starts even while PostgreSQL is away)."""
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            timeout=timeout,
+            name="rowcast-broadcaster",
+            kwargs={
+                "autocommit": True,
+                # Plans of these queries depend on table size: never cache one.
+                "prepare_threshold": None,
+                "application_name": "rowcast-broadcaster",
+                # The broadcaster only reads; let PostgreSQL hold it to that.
+                "options": "-c default_transaction_read_only=on -c statement_timeout=30000",
+            },
+        )
+        return cls(pool)
+
+    async def open(self) -> None:
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def _fetch(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(sql(name), params)
+                return await cur.fetchall()
+        except (psycopg.Error, PoolTimeout, OSError) as e:
+            raise _unavailable(e) from e
+
+    async def ping(self) -> None:
+        try:
+            async with self.pool.connection(timeout=3.0) as conn:
+                await conn.execute("SELECT 1")
+        except (psycopg.Error, PoolTimeout, OSError) as e:
+            raise _unavailable(e) from e
+
+    async def changes_after(self, session: str, after: int, limit: int) -> list[Item]:
+        rows = await self._fetch(
+            "changes_after", {"session": session, "after": after, "limit": limit}
+        )
+        return [
+            from_change(Change(session, r[0], r[1], r[2], r[3], r[4], r[5].encode())) for r in rows
+        ]
+
+    async def heads(self, sessions: Sequence[str]) -> dict[str, int]:
+        if not sessions:
+            return {}
+        rows = await self._fetch("heads", {"sessions": list(sessions)})
+        return {r[0]: r[1] for r in rows}
+
+    async def sessions(self, names: frozenset[str] | None, limit: int) -> list[SessionInfo]:
+        """Newest activity first; ``names=None`` means every session."""
+        rows = await self._fetch(
+            "sessions",
+            {"all": names is None, "sessions": sorted(names or ()), "limit": limit},
+        )
+        return [SessionInfo(r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def page(
+        self, session: str, before: int | None, after: int | None, limit: int
+    ) -> Page | None:
+        """Rows ascending by sequence; None when the session does not exist."""
+        params: dict[str, Any] = {"session": session, "limit": limit}
+        if before is not None:
+            name, params["before"] = "rows_before", before
+        elif after is not None:
+            name, params["after"] = "rows_after", after
+        else:
+            name = "rows_newest"
+        result = await self._fetch(name, params)
+        if not result:
+            return None
+        head = result[0]
+        rows = [
+            Change(session, r[3], r[4], r[5], r[6], r[7], r[8].encode())
+            for r in result
+            if r[3] is not None
+        ]
+        extra = len(rows) > limit
+        rows = rows[:limit]
+        if name == "rows_after":
+            more_before, more_after = bool(head[2]), extra
+        else:
+            rows.reverse()
+            more_before, more_after = extra, bool(head[2])
+        return Page(rows, more_before, more_after, int(head[0]), int(head[1]))

@@ -1,0 +1,210 @@
+"""``/ws``: several session feeds on one WebSocket.
+
+Client: ``{"type":"subscribe","session":S,"after":C}`` and
+``{"type":"unsubscribe","session":S}``. Server: ``{"type":"rows",...}``,
+``{"type":"error","error":why}`` for a message it cannot act on (the socket
+stays open), and ``{"type":"resync","session":S}`` for each session before it
+closes a socket that fell too far behind (close code 1013).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from broadcaster import frames
+from broadcaster.auth import Denied, Grant, authorize, token_from
+from broadcaster.hub import Watch
+from broadcaster.item import Item
+from broadcaster.outbox import EXPIRED, GONE, RESYNC, SHUTDOWN, Outbox
+from broadcaster.runtime import Runtime
+from producers.entry import check_id
+from producers.errors import InvalidEntry
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE = 64 * 1024
+"""Largest client message the app reads (a subscribe is ~100 bytes); larger
+ones get an error. The server refuses frames over ``WS_MAX_SIZE`` outright
+(close 1009)."""
+
+CLOSE_TOO_SLOW = 1013  # "try again later": resume from your cursor
+CLOSE_POLICY = 1008  # the token expired
+CLOSE_RESTART = 1012  # the broadcaster is stopping
+
+
+class _BadMessage(Exception):
+    def __init__(self, why: str, **extra: Any) -> None:
+        super().__init__(why)
+        self.why = why
+        self.extra = extra
+
+
+def parse_message(text: str) -> dict[str, Any]:
+    """A client message, checked; raises _BadMessage with the reason."""
+    if len(text) > MAX_MESSAGE:
+        raise _BadMessage(f"message too large ({len(text)} characters, at most {MAX_MESSAGE})")
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError as e:
+        raise _BadMessage(f"not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise _BadMessage("a message is a JSON object with a 'type'")
+    kind = data.get("type")
+    if kind not in ("subscribe", "unsubscribe"):
+        raise _BadMessage(f"unknown message type {kind!r} (subscribe, unsubscribe)")
+    session = data.get("session")
+    if not isinstance(session, str):
+        raise _BadMessage("'session' must be a string")
+    try:
+        check_id("session", session)
+    except InvalidEntry as e:
+        raise _BadMessage(str(e), session=session) from None
+    if kind == "subscribe":
+        after = data.get("after", 0)
+        if after is None:
+            after = 0
+        if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after < 2**63:
+            raise _BadMessage("'after' must be a change number (an integer, 0 or more)")
+        data["after"] = after
+    return data
+
+
+def _utf8(data: bytes) -> str:
+    if len(data) > MAX_MESSAGE:
+        raise _BadMessage(f"message too large ({len(data)} bytes, at most {MAX_MESSAGE})")
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise _BadMessage("a message is JSON text in UTF-8") from None
+
+
+class WsConnection:
+    def __init__(self, rt: Runtime, ws: WebSocket, grant: Grant) -> None:
+        self.rt = rt
+        self.ws = ws
+        self.grant = grant
+        c = rt.config
+        self.watches: dict[str, Watch] = {}
+        self.outbox = Outbox(
+            self,
+            rt.metrics,
+            rt.ticker,
+            max_batch=c.max_batch,
+            limit=c.queue_max,
+            collapse=c.collapse,
+            expires_at=grant.expires_at,
+        )
+        self.outbox.on_close = self._detach
+        self._closing_sessions: list[str] = []
+
+    def _detach(self) -> None:
+        self._closing_sessions = list(self.watches)
+        for w in self.watches.values():
+            self.rt.hub.unwatch(w)
+        self.watches.clear()
+
+    async def _send(self, data: bytes) -> None:
+        await self.ws.send({"type": "websocket.send", "text": data.decode()})
+
+    # Sink
+
+    async def send(self, batches: list[tuple[str, list[Item]]]) -> None:
+        for session, items in batches:
+            await self._send(frames.ws_rows(session, items))
+
+    async def idle(self) -> None:
+        pass
+
+    async def finish(self, reason: str) -> None:
+        if reason == GONE:
+            return
+        with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError, TimeoutError):
+            async with asyncio.timeout(10):
+                if reason == RESYNC:
+                    for session in self._closing_sessions:
+                        await self._send(frames.ws_resync(session))
+                    await self.ws.close(CLOSE_TOO_SLOW, "too slow: resubscribe from your cursor")
+                elif reason == EXPIRED:
+                    await self._send(frames.ws_error("token expired", code=401))
+                    await self.ws.close(CLOSE_POLICY, "token expired")
+                elif reason == SHUTDOWN:
+                    await self.ws.close(CLOSE_RESTART, "broadcaster stopping")
+
+    # The connection
+
+    async def serve(self) -> None:
+        rt = self.rt
+        rt.outboxes.add(self.outbox)
+        rt.metrics.connections.labels("ws").inc()
+        sender = asyncio.create_task(self.outbox.run(), name="ws sender")
+        receiver = asyncio.create_task(self._receive(), name="ws receiver")
+        try:
+            await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if receiver.done():
+                # The client left: nothing more can be delivered.
+                self.outbox.close(GONE)
+                sender.cancel()
+            else:
+                self.outbox.close(GONE)
+                receiver.cancel()
+            for t in (sender, receiver):
+                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, OSError):
+                    await t
+            rt.outboxes.discard(self.outbox)
+            rt.metrics.connections.labels("ws").dec()
+
+    async def _receive(self) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            try:
+                if text is None:
+                    # A binary frame is accepted when it is UTF-8 JSON.
+                    text = _utf8(message.get("bytes") or b"")
+                self._handle(parse_message(text))
+            except _BadMessage as e:
+                await self._send(frames.ws_error(e.why, **e.extra))
+
+    def _handle(self, msg: dict[str, Any]) -> None:
+        session: str = msg["session"]
+        if msg["type"] == "unsubscribe":
+            w = self.watches.pop(session, None)
+            if w is None:
+                raise _BadMessage("not subscribed", session=session)
+            self.rt.hub.unwatch(w)
+            # A frame already being written may still arrive; nothing after it.
+            self.outbox.pending.discard(session)
+            return
+        if self.outbox.reason is not None:
+            return
+        if not self.grant.allows(session):
+            raise _BadMessage("the token does not grant this session", session=session, code=403)
+        if session in self.watches:
+            raise _BadMessage("already subscribed (unsubscribe first)", session=session)
+        if len(self.watches) >= self.rt.config.max_subscriptions:
+            raise _BadMessage(
+                f"at most {self.rt.config.max_subscriptions} subscriptions per socket",
+                session=session,
+            )
+        self.watches[session] = self.rt.hub.watch(session, msg["after"], self.outbox)
+
+
+async def endpoint(ws: WebSocket) -> None:
+    rt: Runtime = ws.app.state.runtime
+    try:
+        grant = authorize(rt.secret, token_from(ws.headers, ws.query_params))
+    except Denied as e:
+        await ws.send_denial_response(JSONResponse({"error": e.reason}, status_code=e.status))
+        return
+    await ws.accept()
+    await WsConnection(rt, ws, grant).serve()

@@ -1,0 +1,493 @@
+"""Broadcaster benchmark: fan-out to many WebSocket clients, and latency.
+
+    python -m ops.bench_broadcast [--clients 1000] [--sessions 100]
+        [--entries 50000] [--rate 2000] [--seconds 10] [--workers 2]
+
+Runs the real pipeline on this machine: ``rowcast writer`` and one
+``rowcast broadcaster`` process, and client worker processes holding the
+WebSocket clients (``--clients`` spread evenly over ``--sessions``; a client
+that is told to resync reconnects from its cursor, as any client would).
+
+1. Fan-out: ``--entries`` entries (70% appends, 30% upserts of a recent row)
+   are pushed as fast as possible; reported: changes delivered per second to
+   all clients together, from the first delivery to the last.
+2. Latency: appends at a steady ``--rate`` entries/s for ``--seconds``; each
+   body carries the time of its XADD, each client notes the time it received
+   the change: p50/p99 of the difference (one clock: same machine).
+
+Needs ROWCAST_REDIS_URL and an admin ROWCAST_DATABASE_URL; it creates (and
+drops) its own database and uses its own key prefix. Loopback only; bounded in
+count (the arguments) and time (``--timeout``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import os
+import random
+import resource
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import orjson
+import psycopg
+from psycopg import sql
+from redis.asyncio import Redis
+
+from ops.migrate import migrate
+from producers import Producer, make_entry
+
+ROWCAST = str(Path(sys.executable).parent / "rowcast")
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# ---------------------------------------------------------------- clients
+
+
+class _Client(asyncio.Protocol):
+    """A WebSocket client lean enough that a few processes can hold a thousand
+    of them: a raw protocol (RFC 6455 framing, text messages) instead of a
+    library, so the load generator does not measure itself. It resubscribes
+    from its cursor whenever the server closes it (resync, restart)."""
+
+    def __init__(self, host: str, port: int, session: str, stats: dict[str, Any]) -> None:
+        self.host, self.port = host, port
+        self.session = session
+        self.cursor = 0
+        self.stats = stats
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.open = False
+        self.parts: list[bytes] = []
+        self.gone = asyncio.get_running_loop().create_future()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = 0.05
+        while True:
+            self.gone = loop.create_future()
+            try:
+                await loop.create_connection(lambda: self, self.host, self.port)
+                await self.gone
+                backoff = 0.05
+            except OSError:
+                pass
+            self.stats["reconnects"] += 1
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, 2.0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are no subclass of asyncio.Transport, hence the cast.
+        self.transport = cast(asyncio.Transport, transport)
+        self.buf.clear()
+        self.open = False
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.transport.write(
+            (
+                f"GET /ws HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if not self.gone.done():
+            self.gone.set_result(None)
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        assert self.transport is not None and len(payload) < 126
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.transport.write(bytes((0x80 | opcode, 0x80 | len(payload))) + mask + masked)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self.open:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                assert self.transport is not None
+                self.transport.close()
+                return
+            del buf[: end + 4]
+            self.open = True
+            msg = {"type": "subscribe", "session": self.session, "after": self.cursor}
+            self._send(0x1, orjson.dumps(msg))
+        now = time.time()
+        while len(buf) >= 2:
+            b0, b1 = buf[0], buf[1] & 0x7F
+            head = 2
+            if b1 == 126:
+                if len(buf) < 4:
+                    return
+                b1, head = int.from_bytes(buf[2:4], "big"), 4
+            elif b1 == 127:
+                if len(buf) < 10:
+                    return
+                b1, head = int.from_bytes(buf[2:10], "big"), 10
+            if len(buf) < head + b1:
+                return
+            payload = bytes(buf[head : head + b1])
+            del buf[: head + b1]
+            opcode = b0 & 0x0F
+            if opcode in (0x0, 0x1):
+                self.parts.append(payload)
+                if b0 & 0x80:
+                    self._message(b"".join(self.parts), now)
+                    self.parts = []
+            elif opcode == 0x8:  # close: answer and let the server drop us
+                self._send(0x8, payload[:2])
+            elif opcode == 0x9:
+                self._send(0xA, payload)
+
+    def _message(self, raw: bytes, now: float) -> None:
+        m = orjson.loads(raw)
+        if m["type"] == "rows":
+            self._rows(m["changes"], now)
+        elif m["type"] == "resync":
+            self.stats["resyncs"] += 1
+
+    def _rows(self, changes: list[dict[str, Any]], now: float) -> None:
+        s = self.stats
+        if s["first"] is None:
+            s["first"] = now
+        s["last"] = now
+        s["count"] += len(changes)
+        for c in changes:
+            if c["change"] > self.cursor:
+                self.cursor = c["change"]
+            t = c["body"].get("t") if isinstance(c["body"], dict) else None
+            if t is not None:
+                s["latencies"].append(now - t)
+
+
+async def _worker(config: dict[str, Any]) -> None:
+    """One client process: commands as JSON lines on stdin, answers on stdout."""
+    stats: dict[str, Any] = {}
+
+    def reset() -> None:
+        stats.update(count=0, first=None, last=None, latencies=[], resyncs=0, reconnects=0)
+
+    reset()
+    clients = [_Client("127.0.0.1", config["port"], s, stats) for s in config["sessions"]]
+    tasks = []
+    for i, c in enumerate(clients):
+        tasks.append(asyncio.create_task(c.run()))
+        if i % 50 == 49:
+            await asyncio.sleep(0.05)  # do not stampede the accept queue
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    def answer(data: dict[str, Any]) -> None:
+        sys.stdout.buffer.write(orjson.dumps(data) + b"\n")
+        sys.stdout.flush()
+
+    answer({"ready": True})
+    while line := await reader.readline():
+        cmd = orjson.loads(line)
+        if cmd["cmd"] == "reset":
+            reset()
+            answer({"ok": True})
+        elif cmd["cmd"] == "wait":
+            targets: dict[str, int] = cmd["targets"]
+            while any(c.cursor < targets.get(c.session, 0) for c in clients):
+                await asyncio.sleep(0.05)
+            answer(stats)
+        elif cmd["cmd"] == "quit":
+            break
+    for t in tasks:
+        t.cancel()
+
+
+class _Workers:
+    def __init__(self, procs: list[asyncio.subprocess.Process]) -> None:
+        self.procs = procs
+
+    @classmethod
+    async def start(cls, port: int, sessions: list[str], clients: int, n: int) -> _Workers:
+        assignment = [sessions[i % len(sessions)] for i in range(clients)]
+        procs = []
+        for w in range(n):
+            config = {"port": port, "sessions": assignment[w::n]}
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "ops.bench_broadcast",
+                    "--worker",
+                    orjson.dumps(config).decode(),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    limit=1 << 30,  # one line carries every latency sample
+                )
+            )
+        workers = cls(procs)
+        await workers._read_all()
+        return workers
+
+    async def _read_all(self) -> list[dict[str, Any]]:
+        out = []
+        for p in self.procs:
+            assert p.stdout is not None
+            line = await p.stdout.readline()
+            if not line:
+                raise RuntimeError("a client worker died")
+            out.append(orjson.loads(line))
+        return out
+
+    async def ask(self, cmd: dict[str, Any]) -> list[dict[str, Any]]:
+        for p in self.procs:
+            assert p.stdin is not None
+            p.stdin.write(orjson.dumps(cmd) + b"\n")
+            await p.stdin.drain()
+        return await self._read_all()
+
+    async def stop(self) -> None:
+        for p in self.procs:
+            with contextlib.suppress(Exception):
+                assert p.stdin is not None
+                p.stdin.write(b'{"cmd":"quit"}\n')
+                await p.stdin.drain()
+        for p in self.procs:
+            try:
+                await asyncio.wait_for(p.wait(), 10)
+            except TimeoutError:
+                p.kill()
+                await p.wait()
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _db(admin: str, name: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(admin)
+    host, port = info.get("host", "127.0.0.1"), info.get("port", "5432")
+    user = info.get("user", "postgres")
+    return f"postgresql://{user}@{host}:{port}/{name}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _finals(p: Producer, sessions: list[str]) -> dict[str, int]:
+    """One receipt per session: once it is back, everything before it is
+    committed, and its change is the session's last."""
+    receipts = await asyncio.gather(
+        *(p.upsert(s, "mark", "user", {"text": "mark"}, wait=True, timeout=120) for s in sessions)
+    )
+    return {s: int(r.change or 0) for s, r in zip(sessions, receipts, strict=True)}
+
+
+async def _fanout(p: Producer, sessions: list[str], entries: int) -> None:
+    rnd = random.Random(7)
+    made = dict.fromkeys(sessions, 0)
+    batch = []
+    for i in range(entries):
+        s = sessions[rnd.randrange(len(sessions))]
+        if made[s] and rnd.random() < 0.3:
+            op, row = "upsert", f"r{max(0, made[s] - 1 - rnd.randrange(3))}"
+        else:
+            op, row = "append", f"r{made[s]}"
+            made[s] += 1
+        batch.append(make_entry(op, s, row, "assistant", {"text": "x" * 200, "i": i}))
+        if len(batch) == 1000:
+            await p.push_many(batch)
+            batch = []
+    if batch:
+        await p.push_many(batch)
+
+
+async def _steady(p: Producer, sessions: list[str], rate: int, seconds: float) -> int:
+    """Appends at ``rate`` per second, in 10 ms ticks on an absolute schedule."""
+    tick = 0.01
+    start = time.monotonic()
+    n = 0
+    ticks = 0
+    while time.monotonic() - start < seconds:
+        ticks += 1
+        due = int(rate * tick * ticks) - n
+        now = time.time()
+        batch = [
+            make_entry(
+                "append",
+                sessions[(n + k) % len(sessions)],
+                f"l{n + k}",
+                "assistant",
+                {"t": now, "text": "x" * 100},
+            )
+            for k in range(due)
+        ]
+        if batch:
+            await p.push_many(batch)
+            n += len(batch)
+        await asyncio.sleep(max(0.0, start + ticks * tick - time.monotonic()))
+    return n
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    redis_url = os.environ.get("ROWCAST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    admin = os.environ.get("ROWCAST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"rowcast_bbench_{secrets.token_hex(4)}"
+    prefix = f"bbench{secrets.token_hex(3)}"
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    db = _db(admin, name)
+    migrate(db)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROWCAST_")}
+    env.update(ROWCAST_REDIS_URL=redis_url, ROWCAST_DATABASE_URL=db, ROWCAST_PREFIX=prefix)
+    quiet = ["--log-level", "WARNING"]
+    procs = [
+        subprocess.Popen([ROWCAST, "writer", *quiet], env=env),
+        subprocess.Popen([ROWCAST, "broadcaster", "--port", str(port), *quiet], env=env),
+    ]
+    redis = Redis.from_url(redis_url)
+    producer = Producer(redis, prefix=prefix)
+    workers: _Workers | None = None
+    sessions = [f"bench-{i:03d}" for i in range(args.sessions)]
+    out: dict[str, Any] = {"clients": args.clients, "sessions": args.sessions}
+    try:
+        async with asyncio.timeout(args.timeout):
+            async with httpx.AsyncClient() as http:
+                while True:
+                    with contextlib.suppress(httpx.HTTPError):
+                        r = await http.get(f"http://127.0.0.1:{port}/healthz")
+                        if r.status_code == 200 and r.json().get("pubsub") == "subscribed":
+                            break
+                    await asyncio.sleep(0.1)
+            workers = await _Workers.start(port, sessions, args.clients, args.workers)
+            await _finals(producer, sessions)  # every session exists, writer warm
+            # Let every client catch up on the marks before measuring.
+            await workers.ask({"cmd": "wait", "targets": dict.fromkeys(sessions, 1)})
+
+            # 1. Fan-out.
+            await workers.ask({"cmd": "reset"})
+            t0 = time.time()
+            await _fanout(producer, sessions, args.entries)
+            finals = await _finals(producer, sessions)
+            stats = await workers.ask({"cmd": "wait", "targets": finals})
+            delivered = sum(s["count"] for s in stats)
+            first = min(s["first"] for s in stats if s["first"])
+            last = max(s["last"] for s in stats if s["last"])
+            out["fanout"] = {
+                "entries": args.entries,
+                "changes_delivered": delivered,
+                "seconds": round(last - first, 3),
+                "delivered_per_s": round(delivered / max(last - first, 1e-9)),
+                "entries_per_s_in": round(args.entries / max(last - t0, 1e-9)),
+                "resyncs": sum(s["resyncs"] for s in stats),
+            }
+
+            # 2. Latency at a steady rate.
+            await workers.ask({"cmd": "reset"})
+            sent = await _steady(producer, sessions, args.rate, args.seconds)
+            finals = await _finals(producer, sessions)
+            stats = await workers.ask({"cmd": "wait", "targets": finals})
+            lat = [x for s in stats for x in s["latencies"]]
+            out["latency"] = {
+                "rate": args.rate,
+                "entries": sent,
+                "samples": len(lat),
+                "p50_ms": round(_pct(lat, 0.50) * 1000, 2),
+                "p99_ms": round(_pct(lat, 0.99) * 1000, 2),
+                "mean_ms": round(statistics.fmean(lat) * 1000, 2) if lat else None,
+                "resyncs": sum(s["resyncs"] for s in stats),
+            }
+    finally:
+        if workers is not None:
+            await workers.stop()
+        for proc in reversed(procs):
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=1000)]
+        if keys:
+            await redis.delete(*keys)
+        await producer.close()
+        with psycopg.connect(admin, autocommit=True) as c:
+            c.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--clients", type=int, default=1000)
+    ap.add_argument("--sessions", type=int, default=100)
+    ap.add_argument("--entries", type=int, default=50_000, help="entries of the fan-out run")
+    ap.add_argument("--rate", type=int, default=2000, help="entries/s of the latency run")
+    ap.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
+    ap.add_argument("--workers", type=int, default=2, help="client processes")
+    ap.add_argument("--timeout", type=float, default=600.0, help="give up after this long")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    _raise_nofile()
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    if args.worker:
+        runner(_worker(orjson.loads(args.worker)))
+        return
+    for name, low, high in (
+        ("clients", 1, 20_000),
+        ("sessions", 1, 10_000),
+        ("entries", 1, 1_000_000),
+        ("rate", 1, 100_000),
+        ("workers", 1, 16),
+    ):
+        if not low <= getattr(args, name) <= high:
+            ap.error(f"--{name} must be in {low}..{high}")
+    if not 0 < args.seconds <= 300:
+        ap.error("--seconds must be in (0, 300]")
+    result = runner(run(args))
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    f, lat = result["fanout"], result["latency"]
+    print(
+        f"fan-out: {f['delivered_per_s']:,} changes/s delivered to {args.clients} WebSocket"
+        f" clients over {args.sessions} sessions ({f['changes_delivered']:,} in {f['seconds']} s,"
+        f" {f['resyncs']} resyncs)"
+    )
+    print(
+        f"latency at {args.rate} entries/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms"
+        f" (XADD to client receipt, {lat['samples']:,} samples)"
+    )
+
+
+if __name__ == "__main__":
+    main()

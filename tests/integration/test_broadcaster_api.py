@@ -1,0 +1,199 @@
+"""The HTTP API: paging and its metadata, errors, health, metrics, the
+session list, WebSocket messages it cannot act on, and the ack fast path."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import orjson
+import pytest
+import websockets
+
+from tests.integration.test_broadcaster_harness import (
+    WsClient,
+    broadcaster,
+    producer,
+    until_live,
+    until_subscriptions,
+    wait_for_head,
+    writer,
+)
+
+
+async def test_rows_paging_sessions_health_and_metrics(redis_url, db_url, prefix):
+    async with (
+        writer(redis_url, db_url, prefix),
+        broadcaster(redis_url, db_url, prefix) as b,
+        producer(redis_url, prefix) as p,
+        httpx.AsyncClient(base_url=b.base, timeout=30) as http,
+    ):
+        for i in range(3):
+            await p.append("older", f"r{i}", "user", {"i": i})
+        await wait_for_head(db_url, "older", 3)
+        # Appends, then (once stored) one upsert per row: 240 changes exactly.
+        for i in range(120):
+            await p.append("pages", f"r{i}", "user", {"i": i})
+        await wait_for_head(db_url, "pages", 120)
+        for i in range(120):
+            await p.upsert("pages", f"r{i}", "assistant", {"i": i, "u": 0})
+        await wait_for_head(db_url, "pages", 240)
+
+        r = await http.get("/api/sessions/pages/rows")
+        page = r.json()
+        assert r.status_code == 200
+        assert [row["sequence"] for row in page["rows"]] == list(range(70, 120))
+        assert page["has_more_before"] is True and page["has_more_after"] is False
+        assert page["row_count"] == 120 and page["last_change"] == 240
+        assert page["rows"][0]["revision"] == 1 and page["rows"][0]["body"] == {"i": 70, "u": 0}
+
+        r = await http.get("/api/sessions/pages/rows", params={"before": 70, "limit": 60})
+        page = r.json()
+        assert [row["sequence"] for row in page["rows"]] == list(range(10, 70))
+        assert page["has_more_before"] is True and page["has_more_after"] is True
+
+        r = await http.get("/api/sessions/pages/rows", params={"before": 10, "limit": 60})
+        page = r.json()
+        assert [row["sequence"] for row in page["rows"]] == list(range(10))
+        assert page["has_more_before"] is False and page["has_more_after"] is True
+
+        r = await http.get("/api/sessions/pages/rows", params={"after": 100, "limit": 10})
+        page = r.json()
+        assert [row["sequence"] for row in page["rows"]] == list(range(101, 111))
+        assert page["has_more_before"] is True and page["has_more_after"] is True
+
+        r = await http.get("/api/sessions/pages/rows", params={"after": 115})
+        page = r.json()
+        assert [row["sequence"] for row in page["rows"]] == list(range(116, 120))
+        assert page["has_more_after"] is False
+
+        for params in (
+            {"limit": 0},
+            {"limit": 501},
+            {"limit": "x"},
+            {"before": -1},
+            {"after": "1.5"},
+            {"before": 1, "after": 2},
+        ):
+            r = await http.get("/api/sessions/pages/rows", params=params)
+            assert r.status_code == 400, params
+            assert "error" in r.json()
+        r = await http.get("/api/sessions/nope/rows")
+        assert r.status_code == 404 and "error" in r.json()
+        r = await http.get("/api/sessions/pages/events", params={"after": "-3"})
+        assert r.status_code == 400
+        r = await http.get("/api/sessions/pages/events", headers={"last-event-id": "abc"})
+        assert r.status_code == 400
+
+        r = await http.get("/api/sessions")
+        listed = r.json()["sessions"]
+        assert [s["session"] for s in listed] == ["pages", "older"]  # newest activity first
+        assert listed[0]["row_count"] == 120 and listed[0]["last_change"] == 240
+        assert "updated_at" in listed[0]
+        assert (await http.get("/api/sessions", params={"limit": 0})).status_code == 400
+
+        r = await http.get("/healthz")
+        assert r.status_code == 200
+        health = r.json()
+        assert health["status"] == "ok" and health["redis"] == "ok" and health["postgres"] == "ok"
+
+        r = await http.get("/metrics")
+        assert r.status_code == 200
+        assert "rowcast_broadcaster_connections" in r.text
+
+        r = await http.get("/")
+        assert r.status_code == 200 and "static/app.js" in r.text
+        for name in ("app.js", "app.css"):
+            assert (await http.get(f"/static/{name}")).status_code == 200
+        assert (await http.get("/static/nope.js")).status_code == 404
+
+
+async def test_healthz_says_503_when_postgresql_does_not_answer(redis_url, prefix):
+    bad_db = "postgresql://postgres@127.0.0.1:1/none"
+    async with broadcaster(redis_url, bad_db, prefix) as b, httpx.AsyncClient() as http:
+        r = await http.get(f"{b.base}/healthz", timeout=30)
+        assert r.status_code == 503
+        assert r.json()["postgres"].startswith("error")
+
+
+async def test_malformed_websocket_messages_get_a_clear_error_and_no_crash(
+    redis_url, db_url, prefix
+):
+    async with broadcaster(redis_url, db_url, prefix) as b:
+        async with websockets.connect(b.ws_url) as ws:
+            bad = [
+                "not json",
+                "[1, 2]",
+                '{"type": "dance"}',
+                '{"type": "subscribe"}',
+                '{"type": "subscribe", "session": ""}',
+                '{"type": "subscribe", "session": "s", "after": -1}',
+                '{"type": "subscribe", "session": "s", "after": "7"}',
+                '{"type": "unsubscribe", "session": "never"}',
+                "x" * 100_000,
+            ]
+            for text in bad:
+                await ws.send(text)
+                msg = orjson.loads(await ws.recv())
+                assert msg["type"] == "error" and msg["error"], text
+            await ws.send(b"\xff\xfe binary")
+            assert orjson.loads(await ws.recv())["type"] == "error"
+            # Still serving: a good subscribe works, a second one is refused.
+            await ws.send('{"type": "subscribe", "session": "s", "after": 0}')
+            await ws.send('{"type": "subscribe", "session": "s", "after": 0}')
+            msg = orjson.loads(await ws.recv())
+            assert msg["type"] == "error" and msg["session"] == "s"
+        # A frame over the protocol's limit closes that socket (1009), only it.
+        async with websockets.connect(b.ws_url, max_size=None) as ws:
+            await ws.send("x" * (2 << 20))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 30)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{b.base}/healthz", timeout=30)).status_code == 200
+
+
+async def test_an_ack_change_is_flushed_without_waiting_for_the_window(redis_url, db_url, prefix):
+    # A window far longer than the test may wait: only the ack flush can deliver.
+    async with (
+        writer(redis_url, db_url, prefix),
+        broadcaster(redis_url, db_url, prefix, window_ms=60_000) as b,
+        producer(redis_url, prefix) as p,
+    ):
+        ws = WsClient(b.ws_url)
+        await ws.connect()
+        await ws.subscribe("acked", after=0)
+        await until_live(b)  # the (empty) catch-up is done: what follows comes live
+        await p.append("acked", "a", "user", {"text": "no receipt asked"}, wait=False)
+        await p.append("acked", "b", "assistant", {"text": "receipt asked"}, wait=True)
+        async with asyncio.timeout(30):
+            msg = await ws.recv()
+        assert msg["type"] == "rows"
+        assert [c["row"] for c in msg["changes"]] == ["a", "b"]
+        assert msg["changes"][-1]["ack"] is True
+        await ws.close()
+
+
+async def test_several_sessions_on_one_socket_and_unsubscribe(redis_url, db_url, prefix):
+    async with (
+        writer(redis_url, db_url, prefix),
+        broadcaster(redis_url, db_url, prefix) as b,
+        producer(redis_url, prefix) as p,
+    ):
+        ws = WsClient(b.ws_url)
+        await ws.connect()
+        for s in ("one", "two", "three"):
+            await ws.subscribe(s, after=0)
+        for s in ("one", "two", "three"):
+            await p.append(s, "r1", "user", {"text": s}, wait=True)
+        for s in ("one", "two", "three"):
+            await ws.until(s, 1)
+        await ws.conn.send(orjson.dumps({"type": "unsubscribe", "session": "two"}).decode())
+        await until_subscriptions(b, 2)
+        for s in ("one", "two", "three"):
+            await p.append(s, "r2", "user", {"text": s}, wait=True)
+        await ws.until("one", 2)
+        await ws.until("three", 2)
+        await ws.close()
+        assert [c["change"] for c in ws.changes["two"]] == [1]
+        assert [c["body"] for c in ws.changes["three"]] == [{"text": "three"}] * 2

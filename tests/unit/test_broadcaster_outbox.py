@@ -1,0 +1,123 @@
+"""The outbox's sender against a fake transport (no servers)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from broadcaster.item import Item
+from broadcaster.metrics import Metrics
+from broadcaster.outbox import RESYNC, SHUTDOWN, Outbox, Ticker
+
+
+def it(change: int, ack: bool = False) -> Item:
+    return Item(change, f"r{change}", ack, b"{}")
+
+
+class FakeSink:
+    def __init__(self) -> None:
+        self.sent: list[list[int]] = []
+        self.finished: list[str] = []
+        self.idles = 0
+        self.got = asyncio.Event()
+        self.block: asyncio.Event | None = None
+
+    async def send(self, batches: list[tuple[str, list[Item]]]) -> None:
+        if self.block is not None:
+            await self.block.wait()
+        self.sent.append([i.change for _, items in batches for i in items])
+        self.got.set()
+
+    async def idle(self) -> None:
+        self.idles += 1
+        self.got.set()
+
+    async def finish(self, reason: str) -> None:
+        self.finished.append(reason)
+
+
+async def test_an_ack_flushes_at_once_with_what_waited_before_it():
+    sink = FakeSink()
+    box = Outbox(sink, Metrics(), Ticker(3600.0))  # a window the test never waits out
+    task = asyncio.create_task(box.run())
+    box.put("s", [it(1)])
+    await asyncio.sleep(0.05)
+    assert sink.sent == []  # lingering in the window
+    box.put("s", [it(2, ack=True)])
+    await asyncio.wait_for(sink.got.wait(), 10)
+    assert sink.sent == [[1, 2]]
+    box.close(SHUTDOWN)
+    await asyncio.wait_for(task, 10)
+    assert sink.finished == [SHUTDOWN]
+
+
+async def test_a_full_batch_goes_without_waiting_for_the_window():
+    sink = FakeSink()
+    box = Outbox(sink, Metrics(), Ticker(3600.0), max_batch=3)
+    task = asyncio.create_task(box.run())
+    box.put("s", [it(1), it(2), it(3)])
+    await asyncio.wait_for(sink.got.wait(), 10)
+    assert sink.sent == [[1, 2, 3]]
+    box.close(SHUTDOWN)
+    await task
+
+
+async def test_a_client_that_stops_draining_is_closed_with_resync_and_the_queue_stays_bounded():
+    sink = FakeSink()
+    sink.block = asyncio.Event()  # the socket stopped draining
+    metrics = Metrics()
+    box = Outbox(sink, metrics, Ticker(0.0), limit=100)
+    closed: list[bool] = []
+    box.on_close = lambda: closed.append(True)
+    task = asyncio.create_task(box.run())
+    box.put("s", [it(0)])
+    await asyncio.sleep(0.01)  # the sender is now stuck in send()
+    for n in range(1, 1000):
+        box.put("s", [it(n)])
+    assert box.reason == RESYNC and closed == [True]
+    assert box.pending.count == 0
+    assert metrics.high_water <= 101
+    sink.block.set()
+    await asyncio.wait_for(task, 10)
+    assert sink.finished == [RESYNC]
+    assert sink.sent == [[0]]  # nothing after the resync decision
+
+
+async def test_wait_room_holds_catch_up_while_the_queue_is_over_half_full():
+    sink = FakeSink()
+    sink.block = asyncio.Event()
+    box = Outbox(sink, Metrics(), Ticker(0.0), limit=10)
+    task = asyncio.create_task(box.run())
+    box.put("s", [it(0)])
+    await asyncio.sleep(0.01)
+    box.put("s", [it(n) for n in range(1, 8)])
+    waiter = asyncio.create_task(box.wait_room())
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    sink.block.set()
+    await asyncio.wait_for(waiter, 10)
+    box.close(SHUTDOWN)
+    await task
+
+
+async def test_an_idle_connection_gets_heartbeats_and_expiry_closes_it():
+    sink = FakeSink()
+    box = Outbox(sink, Metrics(), Ticker(0.005), idle=0.01, expires_at=time.time() + 0.2)
+    task = asyncio.create_task(box.run())
+    await asyncio.wait_for(task, 10)
+    assert sink.idles >= 1
+    assert sink.finished == ["expired"]
+
+
+async def test_changes_go_when_the_shared_window_ends_and_connections_flush_together():
+    ticker = Ticker(0.01)
+    sinks = [FakeSink(), FakeSink()]
+    boxes = [Outbox(s, Metrics(), ticker) for s in sinks]
+    tasks = [asyncio.create_task(b.run()) for b in boxes]
+    for b in boxes:
+        b.put("s", [it(1)])
+    await asyncio.wait_for(asyncio.gather(*(s.got.wait() for s in sinks)), 10)
+    assert [s.sent for s in sinks] == [[[1]], [[1]]]
+    for b in boxes:
+        b.close(SHUTDOWN)
+    await asyncio.gather(*tasks)
