@@ -108,7 +108,7 @@ def apply_rows(db_url: str, items: Sequence[tuple[str, str, str, str]]) -> None:
         conn.execute(
             "SELECT count(*) FROM rowcast.apply_batch(NULL, 0, 0, 0, 0, 0,"
             " %s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::int[],"
-            " %s::int8[], %s::int8[], %s::bool[])",
+            " %s::int8[], %s::int8[], %s::bool[], %s::text[])",
             (
                 [i[1] for i in items],
                 [i[2] for i in items],
@@ -119,6 +119,7 @@ def apply_rows(db_url: str, items: Sequence[tuple[str, str, str, str]]) -> None:
                 [0] * len(items),
                 [0] * len(items),
                 [False] * len(items),
+                [],
             ),
         )
 
