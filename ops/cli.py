@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import sys
@@ -150,6 +151,21 @@ _COMMANDS = {
 }
 
 
+def _with_running_up(settings: Settings) -> Settings:
+    """Without server URLs, use the embedded servers of a running `rowcast up`
+    (found through the state file in ROWCAST_DATA_DIR), if there is one."""
+    from ops.embedded import discover
+
+    found = discover(settings.data_dir)
+    if found is None:
+        return settings
+    return dataclasses.replace(
+        settings,
+        redis_url=settings.redis_url or found[0],
+        database_url=settings.database_url or found[1],
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from ops import logs
@@ -162,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             prefix=args.prefix,
             shards=args.shards,
         )
+        if args.command != "up" and not (settings.redis_url and settings.database_url):
+            settings = _with_running_up(settings)
         try:
             module = importlib.import_module(_COMMANDS[args.command])
         except ModuleNotFoundError as e:
