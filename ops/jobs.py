@@ -31,7 +31,7 @@ import orjson
 import redis
 
 from ops.replay import MAX_PART, StreamId, as_id, fmt
-from ops.settings import Settings
+from ops.settings import Settings, env_int
 from ops.status import (
     applied_offsets,
     connect_db,
@@ -70,25 +70,12 @@ class JobConfig:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> JobConfig:
         env = os.environ if env is None else env
         c = cls(
-            entries_maxlen=_env_int(env, "ROWCAST_ENTRIES_MAXLEN", 1_000_000, low=0),
-            entries_max_age_ms=_env_int(env, "ROWCAST_ENTRIES_MAX_AGE_MS", None, low=1),
-            pending_stale_ms=_env_int(env, "ROWCAST_PENDING_STALE_MS", 60_000, low=1) or 60_000,
-            writer_stuck_ms=_env_int(env, "ROWCAST_WRITER_STUCK_MS", 60_000, low=1) or 60_000,
+            entries_maxlen=env_int(env, "ROWCAST_ENTRIES_MAXLEN", 1_000_000, low=0),
+            entries_max_age_ms=env_int(env, "ROWCAST_ENTRIES_MAX_AGE_MS", None, low=1),
+            pending_stale_ms=env_int(env, "ROWCAST_PENDING_STALE_MS", 60_000, low=1) or 60_000,
+            writer_stuck_ms=env_int(env, "ROWCAST_WRITER_STUCK_MS", 60_000, low=1) or 60_000,
         )
         return replace(c, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def _env_int(env: Mapping[str, str], name: str, default: int | None, low: int) -> int | None:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if value < low:
-        raise ConfigError(f"{name}={value} is below {low}")
-    return value
 
 
 # --- pure logic -----------------------------------------------------------

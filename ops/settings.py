@@ -56,20 +56,20 @@ class Settings:
             redis_url=env.get("ROWCAST_REDIS_URL") or None,
             database_url=env.get("ROWCAST_DATABASE_URL") or None,
             prefix=env.get("ROWCAST_PREFIX", "rowcast"),
-            shards=_int(env, "ROWCAST_SHARDS", 1, low=1, high=16384),
+            shards=env_int(env, "ROWCAST_SHARDS", 1, low=1, high=16384),
             secret=env.get("ROWCAST_SECRET") or None,
             data_dir=env.get("ROWCAST_DATA_DIR") or _default_data_dir(),
-            rows_maxlen=_int(env, "ROWCAST_ROWS_MAXLEN", 1_000_000, low=1),
-            max_body=_int(env, "ROWCAST_MAX_BODY_BYTES", 1 << 20, low=2, high=512 << 20),
-            batch_max=_int(env, "ROWCAST_BATCH_MAX", 1000, low=1, high=100_000),
-            batch_bytes=_int(env, "ROWCAST_BATCH_BYTES", 16 << 20, low=1024),
-            linger_ms=_int(env, "ROWCAST_LINGER_MS", 2, low=0, high=10_000),
-            lease_ms=_int(env, "ROWCAST_LEASE_MS", 5000, low=200, high=600_000),
-            receipt_ttl_ms=_int(env, "ROWCAST_RECEIPT_TTL_MS", 300_000, low=1000),
-            metrics_port=_int(env, "ROWCAST_METRICS_PORT", None, low=0, high=65535),
-            coalesce_ms=_int(env, "ROWCAST_COALESCE_MS", None, low=0, high=60_000),
-            queue_max=_int(env, "ROWCAST_QUEUE_MAX", None, low=2000),
-            frame_changes=_int(env, "ROWCAST_FRAME_CHANGES", None, low=1, high=10_000),
+            rows_maxlen=env_int(env, "ROWCAST_ROWS_MAXLEN", 1_000_000, low=1),
+            max_body=env_int(env, "ROWCAST_MAX_BODY_BYTES", 1 << 20, low=2, high=512 << 20),
+            batch_max=env_int(env, "ROWCAST_BATCH_MAX", 1000, low=1, high=100_000),
+            batch_bytes=env_int(env, "ROWCAST_BATCH_BYTES", 16 << 20, low=1024),
+            linger_ms=env_int(env, "ROWCAST_LINGER_MS", 2, low=0, high=10_000),
+            lease_ms=env_int(env, "ROWCAST_LEASE_MS", 5000, low=200, high=600_000),
+            receipt_ttl_ms=env_int(env, "ROWCAST_RECEIPT_TTL_MS", 300_000, low=1000),
+            metrics_port=env_int(env, "ROWCAST_METRICS_PORT", None, low=0, high=65535),
+            coalesce_ms=env_int(env, "ROWCAST_COALESCE_MS", None, low=0, high=60_000),
+            queue_max=env_int(env, "ROWCAST_QUEUE_MAX", None, low=2000),
+            frame_changes=env_int(env, "ROWCAST_FRAME_CHANGES", None, low=1, high=10_000),
         )
         s = replace(s, **{k: v for k, v in overrides.items() if v is not None})
         s.check()
@@ -102,7 +102,7 @@ class Settings:
         return self.redis_url, self.database_url
 
 
-def _int(
+def env_int(
     env: Mapping[str, str],
     name: str,
     default: int | None,
