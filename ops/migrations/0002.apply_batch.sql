@@ -73,6 +73,11 @@ RETURNS TABLE (o_pos bigint, o_sequence bigint, o_old_revision bigint,
 LANGUAGE plpgsql
 -- The best plan depends on the batch and the table size: never cache one.
 SET plan_cache_mode = force_custom_plan
+-- A batch touches a few hundred rows of a table that may hold millions: look
+-- each up through its index. A hash or merge join would read the whole table
+-- (the planner picks one while the table is small, and that cost grows with it).
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 BEGIN
     IF p_stream IS NOT NULL THEN
