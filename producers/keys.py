@@ -47,6 +47,10 @@ class Keys:
         """Counter: incremented by every new lease holder (its fencing number)."""
         return f"{self.prefix}:{{{shard}}}:fence"
 
+    def epoch(self, shard: int) -> str:
+        """String: a random id of this incarnation of the shard's input stream."""
+        return f"{self.prefix}:{{{shard}}}:epoch"
+
     def verify_result(self) -> str:
         """String: JSON of the last periodic ``verify`` run (maintenance job)."""
         return f"{self.prefix}:verify"

@@ -78,14 +78,27 @@ class Store:
     async def close(self) -> None:
         await self.conn.close()
 
-    async def claim(self, fence: int) -> StreamId:
-        """Take the stream for this fencing number; return its last applied id."""
+    async def claim(self, fence: int, epoch: str | None = None) -> StreamId:
+        """Take the stream for this fencing number; return its last applied id.
+
+        With the stream's ``epoch``: a new one (Redis lost the stream) restarts
+        the offset, so entries of the new stream are never taken for applied.
+        """
         try:
-            cur = await self.conn.execute("SELECT rowcast.claim(%s, %s)", (self.stream, fence))
+            cur = await self.conn.execute(
+                "SELECT o_last, o_rebased FROM rowcast.claim(%s, %s, %s)",
+                (self.stream, fence, epoch),
+            )
             row = await cur.fetchone()
         except psycopg.Error as e:
             raise translate(e) from e
         assert row is not None
+        if row[1]:
+            log.warning(
+                "%s is a new stream (its epoch changed: Redis lost its data); its offset"
+                " restarts, so every entry it holds will be applied",
+                self.stream,
+            )
         return parse_id(row[0])
 
     async def apply(

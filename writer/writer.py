@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -120,10 +121,11 @@ class ShardWriter:
 
     async def _lead(self, fence: int, stop: asyncio.Event, backoff: Backoff) -> None:
         cfg = self.cfg
+        epoch = await self._epoch()
         store = await Store.connect(cfg.database_url, self.entries, cfg.lease_ms)
         try:
             try:
-                last = await store.claim(fence)
+                last = await store.claim(fence, epoch)
             except Fenced as e:
                 # Redis forgot its fencing counter (a restart without
                 # persistence): move it past PostgreSQL's while we hold the lease.
@@ -134,7 +136,7 @@ class ShardWriter:
                 )
                 if fence is None:
                     raise
-                last = await store.claim(int(fence))
+                last = await store.claim(int(fence), epoch)
             log.info(
                 "shard %d: leading with fence %d, applied up to %s",
                 cfg.shard,
@@ -152,6 +154,15 @@ class ShardWriter:
             raise _first(group) from None
         finally:
             await store.close()
+
+    async def _epoch(self) -> str:
+        """The stream's incarnation id, created with it (it vanishes with it)."""
+        key = self.cfg.keys.epoch(self.cfg.shard)
+        await self.redis.set(key, secrets.token_hex(8), nx=True)
+        value = await self.redis.get(key)
+        if value is None:  # lost again between the two calls: try next time
+            raise Unavailable(f"shard {self.cfg.shard}: the stream's epoch vanished")
+        return value.decode() if isinstance(value, bytes) else str(value)
 
     async def _renew(self) -> None:
         period = self.cfg.lease_ms / 3000

@@ -384,3 +384,30 @@ def test_sigterm_finishes_and_exits_zero(redis_url: str, db_url: str, prefix: st
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_a_lost_stream_whose_new_ids_fall_below_the_offset_is_applied(
+    redis_url: str, db_url: str, prefix: str, aredis: Redis
+) -> None:
+    """Redis restarted empty and its clock went back: the new stream's ids sit
+    below the stored offset, yet every one of its entries is new."""
+    keys = Keys(prefix)
+    producer = Producer(aredis, prefix=prefix)
+    async with running_writer(redis_url, db_url, prefix):
+        for row in ("a", "b", "c"):
+            await producer.append("s", row, "user", {"row": row}, wait=True)
+    async for key in aredis.scan_iter(match=f"{prefix}:*"):
+        await aredis.delete(key)
+    base = {"session": "s", "kind": "user"}
+    await aredis.xadd(
+        keys.entries(0), {**base, "op": "append", "row": "d", "body": "1"}, id="1000-1"
+    )
+    await aredis.xadd(
+        keys.entries(0), {**base, "op": "upsert", "row": "a", "body": "2"}, id="1000-2"
+    )
+    async with running_writer(redis_url, db_url, prefix):
+        await wait_drained(aredis, keys, 1)
+    rows = db_rows(db_url)
+    assert rows[("s", "d")][:2] == (3, 0)
+    assert rows[("s", "a")][1] == 1 and rows[("s", "a")][4] == 2
+    assert await aredis.xlen(keys.dead(0)) == 0

@@ -1,0 +1,33 @@
+-- The incarnation of each input stream. Redis without persistence can lose a
+-- stream; if its clock also went back, new entry ids could fall at or below
+-- the stored offset and be taken for applied ones. The writer keeps a random
+-- epoch beside the stream in Redis (P:{N}:epoch, created once); a claim with
+-- an epoch this table has not seen means a new stream: its offset restarts.
+ALTER TABLE rowcast.offsets ADD COLUMN epoch text;
+
+DROP FUNCTION rowcast.claim(text, bigint);
+
+CREATE FUNCTION rowcast.claim(p_stream text, p_fence bigint, p_epoch text DEFAULT NULL)
+RETURNS TABLE (o_last text, o_rebased boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    cur rowcast.offsets;
+    v_rebased boolean := false;
+BEGIN
+    INSERT INTO rowcast.offsets (stream) VALUES (p_stream) ON CONFLICT (stream) DO NOTHING;
+    SELECT * INTO cur FROM rowcast.offsets WHERE stream = p_stream FOR UPDATE;
+    IF cur.fence > p_fence THEN
+        RAISE EXCEPTION 'fenced: % is held by fencing number %, not %', p_stream, cur.fence, p_fence
+            USING ERRCODE = 'RC001';
+    END IF;
+    IF p_epoch IS NOT NULL AND cur.epoch IS DISTINCT FROM p_epoch THEN
+        v_rebased := (cur.last_ms, cur.last_seq) > (0, 0);
+        cur.last_ms := 0;
+        cur.last_seq := 0;
+        UPDATE rowcast.offsets SET last_ms = 0, last_seq = 0, epoch = p_epoch
+         WHERE stream = p_stream;
+    END IF;
+    UPDATE rowcast.offsets SET fence = p_fence, updated_at = now() WHERE stream = p_stream;
+    RETURN QUERY SELECT cur.last_ms || '-' || cur.last_seq, v_rebased;
+END
+$$;
