@@ -38,6 +38,11 @@ class Rejected(RowcastError):
 class Fenced(RowcastError):
     """This writer lost its shard to a newer lease holder."""
 
+    def __init__(self, message: str, held: int | None = None) -> None:
+        super().__init__(message)
+        self.held = held
+        """The fencing number PostgreSQL holds for the shard, when known."""
+
 
 class CheckFailed(RowcastError):
     """A verification found violations (the CLI exits 1)."""

@@ -46,7 +46,8 @@ def translate(e: psycopg.Error) -> RowcastError:
     state = getattr(e, "sqlstate", None)
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if state == "RC001":
-        return Fenced(first)
+        detail = e.diag.message_detail
+        return Fenced(first, int(detail) if detail and detail.isdigit() else None)
     if state == "RC002":
         return AlreadyApplied(first)
     return Unavailable(f"PostgreSQL: {first}")

@@ -129,10 +129,11 @@ class ShardWriter:
             except Fenced as e:
                 # Redis forgot its fencing counter (a restart without
                 # persistence): move it past PostgreSQL's while we hold the lease.
-                stored = int(str(e).split("fencing number ")[1].split(",")[0])
+                if e.held is None:
+                    raise
                 fence = await self._raise_fence(
                     keys=[cfg.keys.lease(cfg.shard), cfg.keys.fence(cfg.shard)],
-                    args=[cfg.holder, stored],
+                    args=[cfg.holder, e.held],
                 )
                 if fence is None:
                     raise

@@ -13,7 +13,7 @@ BEGIN
     SELECT * INTO cur FROM rowcast.offsets WHERE stream = p_stream FOR UPDATE;
     IF cur.fence > p_fence THEN
         RAISE EXCEPTION 'fenced: % is held by fencing number %, not %', p_stream, cur.fence, p_fence
-            USING ERRCODE = 'RC001';
+            USING ERRCODE = 'RC001', DETAIL = cur.fence::text;
     END IF;
     UPDATE rowcast.offsets SET fence = p_fence, updated_at = now() WHERE stream = p_stream;
     RETURN cur.last_ms || '-' || cur.last_seq;
@@ -37,7 +37,7 @@ BEGIN
     END IF;
     IF cur.fence > p_fence THEN
         RAISE EXCEPTION 'fenced: % is held by fencing number %, not %', p_stream, cur.fence, p_fence
-            USING ERRCODE = 'RC001';
+            USING ERRCODE = 'RC001', DETAIL = cur.fence::text;
     END IF;
     IF (cur.last_ms, cur.last_seq) >= (p_first_ms, p_first_seq) THEN
         RAISE EXCEPTION 'entries from %-% of % are already applied (up to %-%)',

@@ -18,7 +18,7 @@ BEGIN
     SELECT * INTO cur FROM rowcast.offsets WHERE stream = p_stream FOR UPDATE;
     IF cur.fence > p_fence THEN
         RAISE EXCEPTION 'fenced: % is held by fencing number %, not %', p_stream, cur.fence, p_fence
-            USING ERRCODE = 'RC001';
+            USING ERRCODE = 'RC001', DETAIL = cur.fence::text;
     END IF;
     IF p_epoch IS NOT NULL AND cur.epoch IS DISTINCT FROM p_epoch THEN
         v_rebased := (cur.last_ms, cur.last_seq) > (0, 0);
