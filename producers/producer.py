@@ -228,13 +228,7 @@ class SyncProducer:
         wait: bool = False,
         timeout: float = 10.0,
     ) -> str | Receipt:
-        return self._runner.run(
-            self._producer._send(
-                make_entry("append", session, row, kind, body, self._producer.max_body),
-                wait,
-                timeout,
-            )
-        )
+        return self._push("append", session, row, kind, body, wait, timeout)
 
     def upsert(
         self,
@@ -246,13 +240,13 @@ class SyncProducer:
         wait: bool = False,
         timeout: float = 10.0,
     ) -> str | Receipt:
-        return self._runner.run(
-            self._producer._send(
-                make_entry("upsert", session, row, kind, body, self._producer.max_body),
-                wait,
-                timeout,
-            )
-        )
+        return self._push("upsert", session, row, kind, body, wait, timeout)
+
+    def _push(
+        self, op: str, session: str, row: str, kind: str, body: Any, wait: bool, timeout: float
+    ) -> str | Receipt:
+        entry = make_entry(op, session, row, kind, body, self._producer.max_body)
+        return self._runner.run(self._producer._send(entry, wait, timeout))
 
     def close(self) -> None:
         self._runner.run(self._producer.close())

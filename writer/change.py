@@ -56,19 +56,6 @@ class Change:
             )
         )
 
-    def stream_fields(self) -> dict[str, str | bytes | int]:
-        """The fields of this change's entry in ``P:{N}:rows``."""
-        return {
-            "session": self.session,
-            "row": self.row,
-            "sequence": self.sequence,
-            "revision": self.revision,
-            "change": self.change,
-            "kind": self.kind,
-            "body": self.body,
-            "ack": 1 if self.ack else 0,
-        }
-
 
 def batch_message(shard: int, changes: Iterable[Change]) -> bytes:
     """The ``P:rows`` message of one committed batch."""

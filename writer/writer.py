@@ -9,7 +9,7 @@ import contextlib
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from redis import exceptions as rexc
 from redis.asyncio import Redis
@@ -28,7 +28,6 @@ from writer.batch import (
     parse_id,
     sort_out,
 )
-from writer.change import Change
 from writer.lease import Lease, LeaseLost
 from writer.metrics import METRICS
 from writer.publish import Outcome, Publisher
@@ -75,7 +74,6 @@ class ShardWriter:
         self.lease = Lease(redis, cfg.keys, cfg.shard, cfg.holder, cfg.lease_ms)
         self.publisher = Publisher(redis, cfg.keys, cfg.shard, cfg.rows_maxlen, cfg.receipt_ttl_ms)
         self._raise_fence = redis.register_script(_RAISE_FENCE)
-        self.leading = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Wait for the lease, lead until it is lost or ``stop`` is set; repeat."""
@@ -106,8 +104,6 @@ class ShardWriter:
                     # then start over from the tracking record (nothing is lost).
                     log.exception("shard %d: unexpected error; recovering", self.cfg.shard)
                     await backoff.wait(stop)
-                finally:
-                    self.leading.clear()
         finally:
             with contextlib.suppress(*_TRANSIENT):
                 await self.lease.release()
@@ -144,7 +140,6 @@ class ShardWriter:
                 fence,
                 format_id(last),
             )
-            self.leading.set()
             async with asyncio.TaskGroup() as tg:
                 renewing = tg.create_task(self._renew())
                 await self._recover(store, fence, last)
@@ -286,7 +281,7 @@ class ShardWriter:
         for key in keys:
             got = rows.get(key)
             if got is not None and got[1] in wrote:
-                out.changes.append(_with_ack(got[0], key in asked))
+                out.changes.append(replace(got[0], ack=key in asked))
         out.changes.sort(key=lambda c: (c.session, c.change))
         for v in keep:
             got = rows.get((v.entry.session, v.entry.row))
@@ -335,10 +330,6 @@ def split_by_size(items: Items, limit: int) -> list[Items]:
     if current:
         chunks.append(current)
     return chunks
-
-
-def _with_ack(c: Change, ack: bool) -> Change:
-    return Change(c.session, c.row, c.sequence, c.revision, c.change, c.kind, c.body, ack)
 
 
 def _asks_receipt(items: Items) -> bool:
