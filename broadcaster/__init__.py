@@ -6,8 +6,8 @@ reordering a change however a client connects, disconnects or falls behind.
     await serve(app, "127.0.0.1", 8000, stop_event)
 """
 
-from broadcaster.app import create_app
-from broadcaster.config import BroadcasterConfig
-from broadcaster.server import check_listen, serve
+from rowcast.broadcaster.app import create_app
+from rowcast.broadcaster.config import BroadcasterConfig
+from rowcast.broadcaster.server import check_listen, serve
 
 __all__ = ["BroadcasterConfig", "check_listen", "create_app", "serve"]

@@ -26,26 +26,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
-from broadcaster import ws
-from broadcaster.auth import Denied, Grant, authorize, token_from
-from broadcaster.config import BroadcasterConfig
-from broadcaster.runtime import Runtime
-from broadcaster.sse import EventStream
-from producers.entry import check_id
-from producers.errors import InvalidEntry, Unavailable
+from rowcast.broadcaster import ws
+from rowcast.broadcaster.auth import Denied, Grant, authorize, token_from
+from rowcast.broadcaster.config import BroadcasterConfig
+from rowcast.broadcaster.runtime import Runtime
+from rowcast.broadcaster.sse import EventStream
+from rowcast.contract.entry import check_id
+from rowcast.contract.errors import BadRequest, InvalidEntry, Unavailable
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 _ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 _INT = re.compile(r"[0-9]{1,18}")
-
-
-class BadRequest(Exception):
-    def __init__(self, why: str, status: int = 400) -> None:
-        super().__init__(why)
-        self.why = why
-        self.status = status
 
 
 class _Json(Response):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from producers.errors import ConfigError, RowcastError
+from rowcast.contract.errors import ConfigError, RowcastError
 
 ALL = "*"
 ALGORITHM = "HS256"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from broadcaster.item import Item
+from rowcast.broadcaster.item import Item
 
 
 class Pending:

@@ -8,9 +8,9 @@ import secrets
 import socket
 from dataclasses import dataclass
 
-from broadcaster.auth import check_secret
-from producers.errors import ConfigError
-from producers.keys import Keys
+from rowcast.broadcaster.auth import check_secret
+from rowcast.contract.errors import ConfigError
+from rowcast.contract.keys import Keys
 
 
 def default_instance() -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from broadcaster.item import Item
+from rowcast.broadcaster.item import Item
 
 
 def ws_rows(session: str, items: Sequence[Item]) -> bytes:

@@ -21,14 +21,14 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from broadcaster.item import Item, from_message_change
-from broadcaster.metrics import Metrics
-from broadcaster.outbox import Outbox
-from broadcaster.store import Store
-from broadcaster.subscription import Step, Subscription
-from producers.errors import Unavailable
-from producers.keys import Keys
-from writer.backoff import Backoff
+from rowcast.broadcaster.item import Item, from_message_change
+from rowcast.broadcaster.metrics import Metrics
+from rowcast.broadcaster.outbox import Outbox
+from rowcast.broadcaster.store import Store
+from rowcast.broadcaster.subscription import Step, Subscription
+from rowcast.contract.backoff import Backoff
+from rowcast.contract.errors import Unavailable
+from rowcast.contract.keys import Keys
 
 log = logging.getLogger(__name__)
 

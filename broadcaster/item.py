@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from writer.change import Change
+from rowcast.contract.change import Change
 
 
 @dataclass(frozen=True, slots=True)

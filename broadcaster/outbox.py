@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from broadcaster.coalesce import Pending
-from broadcaster.item import Item
-from broadcaster.metrics import Metrics
+from rowcast.broadcaster.coalesce import Pending
+from rowcast.broadcaster.item import Item
+from rowcast.broadcaster.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

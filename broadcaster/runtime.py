@@ -11,12 +11,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from broadcaster.config import BroadcasterConfig, default_instance
-from broadcaster.heartbeat import Heartbeat
-from broadcaster.hub import Hub
-from broadcaster.metrics import Metrics
-from broadcaster.outbox import SHUTDOWN, Outbox, Ticker
-from broadcaster.store import Store
+from rowcast.broadcaster.config import BroadcasterConfig, default_instance
+from rowcast.broadcaster.heartbeat import Heartbeat
+from rowcast.broadcaster.hub import Hub
+from rowcast.broadcaster.metrics import Metrics
+from rowcast.broadcaster.outbox import SHUTDOWN, Outbox, Ticker
+from rowcast.broadcaster.store import Store
 
 log = logging.getLogger(__name__)
 

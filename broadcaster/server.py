@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import uvicorn
 from starlette.applications import Starlette
 
-from broadcaster.runtime import Runtime
-from producers.errors import ConfigError
+from rowcast.broadcaster.runtime import Runtime
+from rowcast.contract.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ import logging
 
 from starlette.types import Message, Receive, Scope, Send
 
-from broadcaster import frames
-from broadcaster.auth import Grant
-from broadcaster.item import Item
-from broadcaster.outbox import EXPIRED, GONE, RESYNC, Outbox
-from broadcaster.runtime import Runtime
+from rowcast.broadcaster import frames
+from rowcast.broadcaster.auth import Grant
+from rowcast.broadcaster.item import Item
+from rowcast.broadcaster.outbox import EXPIRED, GONE, RESYNC, Outbox
+from rowcast.broadcaster.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from broadcaster.item import Item, from_change
-from producers.errors import Unavailable
-from writer.change import Change
+from rowcast.broadcaster.item import Item, from_change
+from rowcast.contract.change import Change
+from rowcast.contract.errors import Unavailable, one_line
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,7 @@ class SessionInfo:
 
 
 def _unavailable(e: Exception) -> Unavailable:
-    text = str(e).strip()
-    first = text.splitlines()[0] if text else type(e).__name__
-    return Unavailable(f"PostgreSQL: {first}")
+    return Unavailable(f"PostgreSQL: {one_line(e)}")
 
 
 class Store:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from broadcaster.item import Item
+from rowcast.broadcaster.item import Item
 
 
 class Step(NamedTuple):

@@ -18,14 +18,14 @@ import orjson
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from broadcaster import frames
-from broadcaster.auth import Denied, Grant, authorize, token_from
-from broadcaster.hub import Watch
-from broadcaster.item import Item
-from broadcaster.outbox import EXPIRED, GONE, RESYNC, SHUTDOWN, Outbox
-from broadcaster.runtime import Runtime
-from producers.entry import check_id
-from producers.errors import InvalidEntry
+from rowcast.broadcaster import frames
+from rowcast.broadcaster.auth import Denied, Grant, authorize, token_from
+from rowcast.broadcaster.hub import Watch
+from rowcast.broadcaster.item import Item
+from rowcast.broadcaster.outbox import EXPIRED, GONE, RESYNC, SHUTDOWN, Outbox
+from rowcast.broadcaster.runtime import Runtime
+from rowcast.contract.entry import check_id
+from rowcast.contract.errors import BadRequest, InvalidEntry
 
 log = logging.getLogger(__name__)
 
@@ -39,50 +39,43 @@ CLOSE_POLICY = 1008  # the token expired
 CLOSE_RESTART = 1012  # the broadcaster is stopping
 
 
-class _BadMessage(Exception):
-    def __init__(self, why: str, **extra: Any) -> None:
-        super().__init__(why)
-        self.why = why
-        self.extra = extra
-
-
 def parse_message(text: str) -> dict[str, Any]:
-    """A client message, checked; raises _BadMessage with the reason."""
+    """A client message, checked; raises BadRequest with the reason."""
     if len(text) > MAX_MESSAGE:
-        raise _BadMessage(f"message too large ({len(text)} characters, at most {MAX_MESSAGE})")
+        raise BadRequest(f"message too large ({len(text)} characters, at most {MAX_MESSAGE})")
     try:
         data = orjson.loads(text)
     except orjson.JSONDecodeError as e:
-        raise _BadMessage(f"not JSON: {e}") from None
+        raise BadRequest(f"not JSON: {e}") from None
     if not isinstance(data, dict):
-        raise _BadMessage("a message is a JSON object with a 'type'")
+        raise BadRequest("a message is a JSON object with a 'type'")
     kind = data.get("type")
     if kind not in ("subscribe", "unsubscribe"):
-        raise _BadMessage(f"unknown message type {kind!r} (subscribe, unsubscribe)")
+        raise BadRequest(f"unknown message type {kind!r} (subscribe, unsubscribe)")
     session = data.get("session")
     if not isinstance(session, str):
-        raise _BadMessage("'session' must be a string")
+        raise BadRequest("'session' must be a string")
     try:
         check_id("session", session)
     except InvalidEntry as e:
-        raise _BadMessage(str(e), session=session) from None
+        raise BadRequest(str(e), session=session) from None
     if kind == "subscribe":
         after = data.get("after", 0)
         if after is None:
             after = 0
         if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after < 2**63:
-            raise _BadMessage("'after' must be a change number (an integer, 0 or more)")
+            raise BadRequest("'after' must be a change number (an integer, 0 or more)")
         data["after"] = after
     return data
 
 
 def _utf8(data: bytes) -> str:
     if len(data) > MAX_MESSAGE:
-        raise _BadMessage(f"message too large ({len(data)} bytes, at most {MAX_MESSAGE})")
+        raise BadRequest(f"message too large ({len(data)} bytes, at most {MAX_MESSAGE})")
     try:
         return data.decode()
     except UnicodeDecodeError:
-        raise _BadMessage("a message is JSON text in UTF-8") from None
+        raise BadRequest("a message is JSON text in UTF-8") from None
 
 
 class WsConnection:
@@ -172,7 +165,7 @@ class WsConnection:
                     # A binary frame is accepted when it is UTF-8 JSON.
                     text = _utf8(message.get("bytes") or b"")
                 self._handle(parse_message(text))
-            except _BadMessage as e:
+            except BadRequest as e:
                 await self._send(frames.ws_error(e.why, **e.extra))
 
     def _handle(self, msg: dict[str, Any]) -> None:
@@ -180,7 +173,7 @@ class WsConnection:
         if msg["type"] == "unsubscribe":
             w = self.watches.pop(session, None)
             if w is None:
-                raise _BadMessage("not subscribed", session=session)
+                raise BadRequest("not subscribed", session=session)
             self.rt.hub.unwatch(w)
             # A frame already being written may still arrive; nothing after it.
             self.outbox.pending.discard(session)
@@ -188,11 +181,11 @@ class WsConnection:
         if self.outbox.reason is not None:
             return
         if not self.grant.allows(session):
-            raise _BadMessage("the token does not grant this session", session=session, code=403)
+            raise BadRequest("the token does not grant this session", session=session, code=403)
         if session in self.watches:
-            raise _BadMessage("already subscribed (unsubscribe first)", session=session)
+            raise BadRequest("already subscribed (unsubscribe first)", session=session)
         if len(self.watches) >= self.rt.config.max_subscriptions:
-            raise _BadMessage(
+            raise BadRequest(
                 f"at most {self.rt.config.max_subscriptions} subscriptions per socket",
                 session=session,
             )

@@ -1,5 +1,12 @@
 """The ``rowcast`` command line. Exit status: 0 success, 1 a check failed,
-2 bad usage or configuration; every error is one line on stderr."""
+2 bad usage or configuration; every error is one line on stderr.
+
+Each command lives in its own module, with its options beside it (as rq
+keeps a command's options beside its function): ``arguments(parser)`` adds
+them and ``run(args, settings) -> int`` does the work. Only the chosen
+command's module is imported, so ``rowcast status`` does not load the web
+server.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +16,49 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 from typing import NoReturn
 
-from ops.settings import Settings
-from producers.errors import CheckFailed, ConfigError, RowcastError, Unavailable
+from rowcast.contract.errors import CheckFailed, ConfigError, RowcastError, Unavailable
+from rowcast.ops import logs
+from rowcast.ops.settings import Settings
 
 log = logging.getLogger("rowcast")
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "up": (
+        "rowcast.ops.commands.up",
+        "run writer and broadcaster (and embedded servers when no URLs are set)",
+    ),
+    "writer": ("rowcast.ops.commands.writer", "the writer alone; one process is active per shard"),
+    "broadcaster": (
+        "rowcast.ops.commands.broadcaster",
+        "the HTTP/WebSocket/SSE server and the web UI",
+    ),
+    "migrate": (
+        "rowcast.ops.schema.migrate",
+        "apply the schema migrations (safe to run concurrently and repeatedly)",
+    ),
+    "produce": ("rowcast.ops.commands.produce", "push entries read as JSON lines on stdin"),
+    "status": (
+        "rowcast.ops.admin.status",
+        "per shard: length, lag, pending, last applied id, dead letters, lease",
+    ),
+    "verify": (
+        "rowcast.ops.admin.verify",
+        "check every session's sequences and heads; exit 1 on any violation",
+    ),
+    "repair": ("rowcast.ops.admin.repair", "renumber broken sessions densely in insertion order"),
+    "replay": ("rowcast.ops.admin.replay", "re-feed input entries from a stream offset"),
+    "dlq": ("rowcast.ops.admin.dlq", "inspect and re-drive dead letters"),
+    "token": ("rowcast.ops.commands.token", "print a client token for a session ('*' for all)"),
+    "jobs": (
+        "rowcast.ops.admin.jobs",
+        "maintenance jobs: run them now, enqueue them on RQ, or schedule them",
+    ),
+    "connect": ("rowcast.ops.commands.connect", "tail an agent's transcripts and push their rows"),
+}
+"""command -> (module, one line of help)"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,138 +67,44 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    g = common.add_argument_group("servers (override the ROWCAST_* environment)")
+def _server_options(nested: bool) -> _Parser:
+    """The options every command takes. Actions under dlq/jobs repeat them
+    without defaults (``nested``), so `rowcast dlq --prefix X list` keeps X."""
+    p = _Parser(add_help=False, argument_default=argparse.SUPPRESS if nested else None)
+    g = p.add_argument_group("servers (override the ROWCAST_* environment)")
     g.add_argument("--redis-url", help="Redis server (ROWCAST_REDIS_URL)")
     g.add_argument("--database-url", help="PostgreSQL server (ROWCAST_DATABASE_URL)")
     g.add_argument("--prefix", help="prefix of every Redis key (ROWCAST_PREFIX)")
     g.add_argument("--shards", type=int, help="number of input shards (ROWCAST_SHARDS)")
-    g.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
-
-    # Actions under dlq/jobs repeat the server options without defaults, so
-    # `rowcast dlq --prefix X list` keeps X instead of the action's default.
-    nested = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
-    g = nested.add_argument_group("servers (override the ROWCAST_* environment)")
-    for flag in ("--redis-url", "--database-url", "--prefix", "--log-level"):
-        g.add_argument(flag)
-    g.add_argument("--shards", type=int)
-
-    p = _Parser(prog="rowcast", description=__doc__)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-
-    def cmd(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=help, parents=[common])
-
-    c = cmd("up", "run writer and broadcaster (and embedded servers when no URLs are set)")
-    c.add_argument("--demo", action="store_true", help="add synthetic connectors")
-    c.add_argument("--host", default="127.0.0.1")
-    c.add_argument("--port", type=int, default=8000)
-
-    c = cmd("writer", "the writer alone; one process is active per shard")
-    c.add_argument("--shard", type=int, action="append", help="only this shard (repeatable)")
-
-    c = cmd("broadcaster", "the HTTP/WebSocket/SSE server and the web UI")
-    c.add_argument("--host", default="127.0.0.1")
-    c.add_argument("--port", type=int, default=8000)
-
-    cmd("migrate", "apply the schema migrations (safe to run concurrently and repeatedly)")
-
-    c = cmd("produce", "push entries read as JSON lines on stdin")
-    c.add_argument("--wait", action="store_true", help="print one receipt per line")
-    c.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a receipt")
-
-    c = cmd("status", "per shard: length, lag, pending, last applied id, dead letters, lease")
-    c.add_argument("--json", action="store_true")
-
-    c = cmd("verify", "check every session's sequences and heads; exit 1 on any violation")
-    c.add_argument("--json", action="store_true")
-
-    c = cmd("repair", "renumber broken sessions densely in insertion order")
-    c.add_argument("--session", help="only this session")
-    c.add_argument("--dry-run", action="store_true", help="only list what would change")
-
-    c = cmd("replay", "re-feed input entries from a stream offset (idempotent)")
-    c.add_argument("--from", dest="from_id", required=True, metavar="ID")
-    c.add_argument("--to", dest="to_id", metavar="ID")
-    c.add_argument("--shard", type=int)
-
-    c = cmd("dlq", "inspect and re-drive dead letters")
-    dlq = c.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
-    dlq.required = True
-    d = dlq.add_parser("list", help="show dead letters with their reasons", parents=[nested])
-    d.add_argument("--shard", type=int)
-    d.add_argument("--json", action="store_true")
-    d.add_argument("--count", type=int, default=100)
-    d = dlq.add_parser("retry", help="re-inject dead letters by id", parents=[nested])
-    d.add_argument("ids", nargs="+", metavar="ID")
-    d.add_argument("--shard", type=int)
-    d = dlq.add_parser("purge", help="remove dead letters older than an id", parents=[nested])
-    d.add_argument("--before", required=True, metavar="ID")
-    d.add_argument("--shard", type=int)
-
-    c = cmd("token", "print a client token for a session ('*' for all)")
-    c.add_argument("--session", required=True, action="append")
-    c.add_argument("--ttl", type=int, default=3600, metavar="SECONDS")
-
-    c = cmd("jobs", "maintenance jobs: run them now, enqueue them on RQ, or schedule them")
-    jobs = c.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
-    jobs.required = True
-    names_help = "trim-entries, trim-rows, health, verify or all (default: all)"
-    d = jobs.add_parser("run", help="run jobs now, in this process", parents=[nested])
-    d.add_argument("names", nargs="*", metavar="JOB", help=names_help)
-    d.add_argument("--json", action="store_true", help="print each job's result as JSON")
-    d = jobs.add_parser("enqueue", help="enqueue jobs once on the RQ queue", parents=[nested])
-    d.add_argument("names", nargs="*", metavar="JOB", help=names_help)
-    d.add_argument("--queue", default="rowcast-maintenance")
-    d = jobs.add_parser(
-        "schedule", help="enqueue every job periodically until stopped", parents=[nested]
+    g.add_argument(
+        "--log-level", default=argparse.SUPPRESS if nested else "INFO", help="DEBUG, INFO, ..."
     )
-    d.add_argument("--queue", default="rowcast-maintenance")
-    d.add_argument(
-        "--every",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="period of trim-entries, trim-rows and health (default 60)",
-    )
-    d.add_argument(
-        "--verify-every",
-        type=float,
-        default=3600.0,
-        metavar="SECONDS",
-        help="period of verify (default 3600)",
-    )
-
-    c = cmd("connect", "tail an agent's transcripts and push their rows")
-    c.add_argument("source", choices=["claude-code", "codex"])
-    c.add_argument("--dir", help="where the transcripts are")
     return p
 
 
-# command -> module implementing ``run(args, settings) -> int``
-_COMMANDS = {
-    "up": "ops.up",
-    "writer": "ops.writer_command",
-    "broadcaster": "ops.broadcaster_command",
-    "migrate": "ops.migrate",
-    "produce": "ops.produce",
-    "status": "ops.status",
-    "verify": "ops.verify",
-    "repair": "ops.repair",
-    "replay": "ops.replay",
-    "dlq": "ops.dlq",
-    "token": "ops.token",
-    "jobs": "ops.jobs",
-    "connect": "ops.connect",
-}
+def _parser(chosen: str | None) -> tuple[argparse.ArgumentParser, ModuleType | None]:
+    common, nested = _server_options(False), _server_options(True)
+    p = _Parser(prog="rowcast", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    module = None
+    for name, (path, help) in COMMANDS.items():
+        c = sub.add_parser(name, help=help, description=help, parents=[common])
+        if name != chosen:
+            continue
+        module = importlib.import_module(path)
+        add = getattr(module, "arguments", None)
+        if add is not None and add.__code__.co_argcount == 2:
+            add(c, nested)
+        elif add is not None:
+            add(c)
+    return p, module
 
 
 def _with_running_up(settings: Settings) -> Settings:
     """Without server URLs, use the embedded servers of a running `rowcast up`
     (found through the state file in ROWCAST_DATA_DIR), if there is one."""
-    from ops.embedded import discover
+    from rowcast.ops.embedded.servers import discover
 
     found = discover(settings.data_dir)
     if found is None:
@@ -166,10 +116,17 @@ def _with_running_up(settings: Settings) -> Settings:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    from ops import logs
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, ModuleType]:
+    """The parsed arguments and the chosen command's module (exit 2 on bad usage)."""
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser, module = _parser(chosen if chosen in COMMANDS else None)
+    args = parser.parse_args(argv)
+    assert module is not None  # parse_args exits on an unknown command
+    return args, module
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, module = parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         logs.configure(args.log_level.upper())
         settings = Settings.from_env(
@@ -180,12 +137,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if args.command != "up" and not (settings.redis_url and settings.database_url):
             settings = _with_running_up(settings)
-        try:
-            module = importlib.import_module(_COMMANDS[args.command])
-        except ModuleNotFoundError as e:
-            if e.name != _COMMANDS[args.command]:
-                raise
-            raise ConfigError(f"`rowcast {args.command}` is not built yet") from None
         code: int = module.run(args, settings)
         return code
     except CheckFailed as e:

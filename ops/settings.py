@@ -6,6 +6,7 @@ as arguments.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -13,8 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from producers.errors import ConfigError
-from producers.keys import Keys
+from rowcast.contract.errors import ConfigError
+from rowcast.contract.keys import Keys
 
 _PREFIX = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
@@ -41,9 +42,9 @@ class Settings:
     lease_ms: int = 5000
     receipt_ttl_ms: int = 300_000
     metrics_port: int | None = None
-    coalesce_ms: float | None = None
-    queue_max: int | None = None
-    frame_changes: int | None = None
+    coalesce_ms: float = 5.0
+    queue_max: int = 10_000
+    frame_changes: int = 256
 
     @property
     def keys(self) -> Keys:
@@ -55,21 +56,13 @@ class Settings:
         s = cls(
             redis_url=env.get("ROWCAST_REDIS_URL") or None,
             database_url=env.get("ROWCAST_DATABASE_URL") or None,
-            prefix=env.get("ROWCAST_PREFIX", "rowcast"),
-            shards=env_int(env, "ROWCAST_SHARDS", 1, low=1, high=16384),
+            prefix=env.get("ROWCAST_PREFIX") or cls.prefix,
             secret=env.get("ROWCAST_SECRET") or None,
             data_dir=env.get("ROWCAST_DATA_DIR") or _default_data_dir(),
-            rows_maxlen=env_int(env, "ROWCAST_ROWS_MAXLEN", 1_000_000, low=1),
-            max_body=env_int(env, "ROWCAST_MAX_BODY_BYTES", 1 << 20, low=2, high=512 << 20),
-            batch_max=env_int(env, "ROWCAST_BATCH_MAX", 1000, low=1, high=100_000),
-            batch_bytes=env_int(env, "ROWCAST_BATCH_BYTES", 16 << 20, low=1024),
-            linger_ms=env_int(env, "ROWCAST_LINGER_MS", 2, low=0, high=10_000),
-            lease_ms=env_int(env, "ROWCAST_LEASE_MS", 5000, low=200, high=600_000),
-            receipt_ttl_ms=env_int(env, "ROWCAST_RECEIPT_TTL_MS", 300_000, low=1000),
-            metrics_port=env_int(env, "ROWCAST_METRICS_PORT", None, low=0, high=65535),
-            coalesce_ms=env_int(env, "ROWCAST_COALESCE_MS", None, low=0, high=60_000),
-            queue_max=env_int(env, "ROWCAST_QUEUE_MAX", None, low=2000),
-            frame_changes=env_int(env, "ROWCAST_FRAME_CHANGES", None, low=1, high=10_000),
+            **{
+                field: _number(env, name, getattr(cls, field), low, high)
+                for field, (name, low, high) in _NUMBERS.items()
+            },
         )
         s = replace(s, **{k: v for k, v in overrides.items() if v is not None})
         s.check()
@@ -102,20 +95,48 @@ class Settings:
         return self.redis_url, self.database_url
 
 
-def env_int(
+_NUMBERS: dict[str, tuple[str, int | None, int | None]] = {
+    "shards": ("ROWCAST_SHARDS", 1, 16384),
+    "rows_maxlen": ("ROWCAST_ROWS_MAXLEN", 1, None),
+    "max_body": ("ROWCAST_MAX_BODY_BYTES", 2, 512 << 20),
+    "batch_max": ("ROWCAST_BATCH_MAX", 1, 100_000),
+    "batch_bytes": ("ROWCAST_BATCH_BYTES", 1024, None),
+    "linger_ms": ("ROWCAST_LINGER_MS", 0, 10_000),
+    "lease_ms": ("ROWCAST_LEASE_MS", 200, 600_000),
+    "receipt_ttl_ms": ("ROWCAST_RECEIPT_TTL_MS", 1000, None),
+    "metrics_port": ("ROWCAST_METRICS_PORT", 0, 65535),
+    "coalesce_ms": ("ROWCAST_COALESCE_MS", 0, 60_000),
+    "queue_max": ("ROWCAST_QUEUE_MAX", 2000, None),
+    "frame_changes": ("ROWCAST_FRAME_CHANGES", 1, 10_000),
+}
+"""Settings field -> (environment variable, lowest, highest); the default is the field's."""
+
+
+def _number(
+    env: Mapping[str, str], name: str, default: Any, low: int | None, high: int | None
+) -> Any:
+    """A number from the environment, of the default's type (int, or float)."""
+    return env_number(env, name, default, low, high, float if isinstance(default, float) else int)
+
+
+def env_number(
     env: Mapping[str, str],
     name: str,
-    default: int | None,
+    default: Any,
     low: int | None = None,
     high: int | None = None,
+    kind: type[int] | type[float] = int,
 ) -> Any:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+        what = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{name}={raw!r} is not {what}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} is not a finite number")
     if (low is not None and value < low) or (high is not None and value > high):
         raise ConfigError(f"{name}={value} is out of range ({low}..{high})")
     return value

@@ -1,15 +1,15 @@
 """What a connector imports: the entry wire format, key names and Producer."""
 
-from producers.entry import Entry
-from producers.errors import (
+from rowcast.contract.entry import Entry
+from rowcast.contract.errors import (
     InvalidEntry,
     ReceiptTimeout,
     Rejected,
     RowcastError,
     Unavailable,
 )
-from producers.keys import Keys, shard_of
-from producers.producer import Producer, Receipt, SyncProducer, make_entry
+from rowcast.contract.keys import Keys, shard_of
+from rowcast.producers.producer import Producer, Receipt, SyncProducer, make_entry
 
 __all__ = [
     "Entry",

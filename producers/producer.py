@@ -15,7 +15,7 @@ import orjson
 from redis import exceptions as rexc
 from redis.asyncio import Redis
 
-from producers.entry import (
+from rowcast.contract.entry import (
     DEFAULT_MAX_BODY,
     Entry,
     check_body,
@@ -24,8 +24,8 @@ from producers.entry import (
     check_op,
     encode_body,
 )
-from producers.errors import ReceiptTimeout, Rejected, Unavailable
-from producers.keys import Keys, shard_of
+from rowcast.contract.errors import ReceiptTimeout, Rejected, Unavailable
+from rowcast.contract.keys import Keys, shard_of
 
 
 @dataclass(frozen=True, slots=True)

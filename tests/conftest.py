@@ -19,7 +19,7 @@ import redis as redis_sync
 from psycopg import sql
 from redis.asyncio import Redis
 
-from ops.migrate import migrate
+from rowcast.ops.schema.migrate import migrate
 
 REDIS_URL = os.environ.get("ROWCAST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_URL = os.environ.get(
@@ -58,7 +58,7 @@ def _embedded_fallback() -> None:
     need_pg = not _pg_answers(ADMIN_URL)
     if not (need_redis or need_pg):
         return
-    from ops import embedded
+    from rowcast.ops.embedded import servers as embedded
 
     data = tempfile.mkdtemp(prefix="rowcast-test-servers-")
     emb = embedded.start(data, redis=need_redis, postgres=need_pg)

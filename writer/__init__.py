@@ -1,7 +1,7 @@
 """The consumer-group writer: read, validate, merge, one SQL call per batch,
 then the Redis side effects."""
 
-from writer.change import Change
-from writer.writer import ShardWriter, WriterConfig
+from rowcast.contract.change import Change
+from rowcast.writer.writer import ShardWriter, WriterConfig
 
 __all__ = ["Change", "ShardWriter", "WriterConfig"]

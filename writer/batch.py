@@ -12,21 +12,11 @@ from typing import Any
 
 import orjson
 
-from producers.entry import Entry, parse, reply_token
-from producers.errors import InvalidEntry
-from writer.change import Change
-
-StreamId = tuple[int, int]
-
-
-def parse_id(raw: bytes | str) -> StreamId:
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def format_id(sid: StreamId) -> str:
-    return f"{sid[0]}-{sid[1]}"
+from rowcast.contract.change import Change
+from rowcast.contract.entry import Entry, parse, reply_token
+from rowcast.contract.errors import InvalidEntry
+from rowcast.contract.streamid import StreamId
+from rowcast.contract.streamid import parse as parse_id
 
 
 @dataclass(slots=True)

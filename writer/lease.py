@@ -13,7 +13,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from producers.keys import CONSUMER, GROUP, Keys
+from rowcast.contract.errors import LeaseLost
+from rowcast.contract.keys import CONSUMER, GROUP, Keys
 
 # Take the lease if it is free or already ours; every acquisition gets a new
 # fencing number, which also fences out our own earlier incarnation.
@@ -55,10 +56,6 @@ if not r then
 end
 return r
 """
-
-
-class LeaseLost(Exception):
-    """Raised inside the writer when its lease is no longer its own."""
 
 
 class Lease:

@@ -9,10 +9,10 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from producers.keys import GROUP, Keys
+from rowcast.contract.keys import GROUP, Keys
 
 if TYPE_CHECKING:
-    from writer.publish import Outcome
+    from rowcast.writer.publish import Outcome
 
 
 class _WriterMetrics:

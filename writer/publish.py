@@ -13,10 +13,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from producers.keys import GROUP, Keys
-from writer.batch import Dead, Receipt, error_receipt
-from writer.change import Change, batch_message
-from writer.lease import LeaseLost
+from rowcast.contract.change import Change, batch_message
+from rowcast.contract.errors import LeaseLost
+from rowcast.contract.keys import GROUP, Keys
+from rowcast.writer.batch import Dead, Receipt, error_receipt
 
 # KEYS: rows stream, dead stream, entries stream, lease, then one reply list
 # per receipt. ARGV: maxlen, channel, message, receipt ttl, #changes, #dead,

@@ -12,9 +12,11 @@ from typing import Any
 
 import psycopg
 
-from producers.errors import Fenced, RowcastError, Unavailable
-from writer.batch import Dead, Plan, Result, StreamId, Valid, parse_id, plans
-from writer.change import Change
+from rowcast.contract.change import Change
+from rowcast.contract.errors import SQLSTATES, Fenced, RowcastError, Unavailable, one_line
+from rowcast.contract.streamid import StreamId
+from rowcast.contract.streamid import parse as parse_id
+from rowcast.writer.batch import Dead, Plan, Result, Valid, plans
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +39,15 @@ def sql(name: str) -> bytes:
 _ADVANCE = "SELECT rowcast.advance(%s, %s, %s, %s, %s, %s)"
 
 
-class AlreadyApplied(RowcastError):
-    """The batch starts at or below the stored offset: recover and re-read."""
-
-
 def translate(e: psycopg.Error) -> RowcastError:
     """One place where driver errors become rowcast's."""
-    state = getattr(e, "sqlstate", None)
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if state == "RC001":
+    first = one_line(e)
+    own = SQLSTATES.get(getattr(e, "sqlstate", None) or "")
+    if own is Fenced:
         detail = e.diag.message_detail
         return Fenced(first, int(detail) if detail and detail.isdigit() else None)
-    if state == "RC002":
-        return AlreadyApplied(first)
+    if own is not None:
+        return own(first)
     return Unavailable(f"PostgreSQL: {first}")
 
 
@@ -165,7 +163,7 @@ class Store:
                 raise
             if len(chunk) == 1:
                 v = chunk[0]
-                reason = "PostgreSQL refused the entry: " + str(e).strip().splitlines()[0]
+                reason = "PostgreSQL refused the entry: " + one_line(e)
                 await self.conn.execute(
                     "INSERT INTO rowcast.rejects (stream, entry_id, error) VALUES (%s, %s, %s)"
                     " ON CONFLICT DO NOTHING",

@@ -14,24 +14,23 @@ from dataclasses import dataclass, replace
 from redis import exceptions as rexc
 from redis.asyncio import Redis
 
-from producers.errors import Fenced, Unavailable
-from producers.keys import GROUP, Keys
-from writer.backoff import Backoff, sleep_unless
-from writer.batch import (
+from rowcast.contract.backoff import Backoff, sleep_unless
+from rowcast.contract.errors import AlreadyApplied, Fenced, LeaseLost, Unavailable, one_line
+from rowcast.contract.keys import GROUP, Keys
+from rowcast.contract.streamid import StreamId, fmt
+from rowcast.contract.streamid import parse as parse_id
+from rowcast.writer.batch import (
     Dead,
     Read,
     Receipt,
-    StreamId,
-    format_id,
     ok_receipt,
     outcome,
-    parse_id,
     sort_out,
 )
-from writer.lease import Lease, LeaseLost
-from writer.metrics import METRICS
-from writer.publish import Outcome, Publisher
-from writer.store import AlreadyApplied, Store
+from rowcast.writer.lease import Lease
+from rowcast.writer.metrics import METRICS
+from rowcast.writer.publish import Outcome, Publisher
+from rowcast.writer.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +53,13 @@ class WriterConfig:
     shard: int
     database_url: str
     holder: str
-    batch_max: int = 1000
-    linger_ms: int = 2
-    lease_ms: int = 5000
-    rows_maxlen: int = 1_000_000
-    receipt_ttl_ms: int = 300_000
-    max_body: int = 1 << 20
-    batch_bytes: int = 16 << 20
+    batch_max: int
+    linger_ms: int
+    lease_ms: int
+    rows_maxlen: int
+    receipt_ttl_ms: int
+    max_body: int
+    batch_bytes: int
 
 
 Items = list[tuple[bytes, dict[bytes, bytes]]]
@@ -85,7 +84,7 @@ class ShardWriter:
                     await self._ensure_group()
                     fence = await self.lease.acquire()
                 except _TRANSIENT as e:
-                    log.warning("shard %d: %s; retrying", self.cfg.shard, _one_line(e))
+                    log.warning("shard %d: %s; retrying", self.cfg.shard, one_line(e))
                     await backoff.wait(stop)
                     continue
                 if fence is None:
@@ -94,10 +93,10 @@ class ShardWriter:
                 try:
                     await self._lead(fence, stop, backoff)
                 except (Fenced, LeaseLost) as e:
-                    log.warning("shard %d: stepping down: %s", self.cfg.shard, _one_line(e))
+                    log.warning("shard %d: stepping down: %s", self.cfg.shard, one_line(e))
                     await sleep_unless(stop, poll)
                 except _TRANSIENT as e:
-                    log.warning("shard %d: %s; recovering", self.cfg.shard, _one_line(e))
+                    log.warning("shard %d: %s; recovering", self.cfg.shard, one_line(e))
                     await backoff.wait(stop)
                 except Exception:
                     # A bug or a server answering the unexpected: say so loudly,
@@ -138,7 +137,7 @@ class ShardWriter:
                 "shard %d: leading with fence %d, applied up to %s",
                 cfg.shard,
                 fence,
-                format_id(last),
+                fmt(last),
             )
             async with asyncio.TaskGroup() as tg:
                 renewing = tg.create_task(self._renew())
@@ -348,8 +347,3 @@ def _first(group: BaseExceptionGroup) -> BaseException:
         if not isinstance(e, asyncio.CancelledError):
             return e
     return group.exceptions[0]
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

@@ -42,13 +42,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from producers.connectors.row import (
+from rowcast.producers.connectors.row import (
     RowOp,
     clipped_input,
     text_body,
     tool_body,
 )
-from producers.connectors.tail import Source
+from rowcast.producers.connectors.tail import Source
 
 log = logging.getLogger(__name__)
 

@@ -33,10 +33,10 @@ from typing import Any, Protocol
 
 import orjson
 
-from producers.connectors.row import RowOp
-from producers.entry import Entry
-from producers.errors import ConfigError, InvalidEntry, Unavailable
-from producers.producer import Producer, make_entry
+from rowcast.contract.entry import Entry
+from rowcast.contract.errors import ConfigError, InvalidEntry, Unavailable
+from rowcast.producers.connectors.row import RowOp
+from rowcast.producers.producer import Producer, make_entry
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import httpx
 import psycopg
 import pytest
 
-from producers.producer import Receipt, SyncProducer
+from rowcast.producers.producer import Receipt, SyncProducer
 from tests.integration.test_broadcaster_harness import free_socket
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -17,7 +17,7 @@ import orjson
 import psycopg
 import redis as redis_sync
 
-from producers.keys import GROUP, Keys
+from rowcast.contract.keys import GROUP, Keys
 from tests.integration.processes import SHARD, Writers, wait_for
 from tests.integration.workload import Pushed
 

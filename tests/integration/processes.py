@@ -21,9 +21,10 @@ import orjson
 import psycopg
 import redis as redis_sync
 
-from producers.keys import CONSUMER, GROUP, Keys
-from writer.batch import Read, parse_id, sort_out
-from writer.store import Store
+from rowcast.contract.keys import CONSUMER, GROUP, Keys
+from rowcast.contract.streamid import parse as parse_id
+from rowcast.writer.batch import Read, sort_out
+from rowcast.writer.store import Store
 
 ROWCAST = str(Path(sys.executable).with_name("rowcast"))
 SHARD = 0

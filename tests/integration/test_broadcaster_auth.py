@@ -12,7 +12,7 @@ import orjson
 import pytest
 import websockets
 
-from broadcaster.auth import mint
+from rowcast.broadcaster.auth import mint
 from tests.integration.test_broadcaster_harness import (
     SECRET,
     broadcaster,

@@ -14,8 +14,8 @@ import httpx
 import orjson
 import pytest
 
-from broadcaster.auth import verify
-from producers.keys import Keys
+from rowcast.broadcaster.auth import verify
+from rowcast.contract.keys import Keys
 from tests.integration.test_broadcaster_harness import SECRET, free_socket
 
 ROWCAST = os.path.join(os.path.dirname(sys.executable), "rowcast")

@@ -15,7 +15,7 @@ from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.uri import parse_uri
 
-from producers.producer import make_entry
+from rowcast.producers.producer import make_entry
 from tests.integration.test_broadcaster_harness import (
     SseClient,
     WsClient,

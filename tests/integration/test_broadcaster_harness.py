@@ -19,11 +19,11 @@ import psycopg
 import websockets
 from redis.asyncio import Redis
 
-from broadcaster import BroadcasterConfig, create_app, serve
-from ops.runner import run_writers
-from ops.settings import Settings
-from producers.keys import Keys, shard_of
-from producers.producer import Producer
+from rowcast.broadcaster import BroadcasterConfig, create_app, serve
+from rowcast.contract.keys import Keys, shard_of
+from rowcast.ops.commands.runner import run_writers
+from rowcast.ops.settings import Settings
+from rowcast.producers.producer import Producer
 
 SECRET = "s3cret-for-tests-only-0123456789abcdef"
 

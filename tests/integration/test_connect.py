@@ -20,12 +20,12 @@ import psycopg
 import pytest
 from redis.asyncio import Redis
 
-from ops.runner import run_writers
-from ops.settings import Settings
-from producers.connectors import claude_code, codex
-from producers.connectors.tail import Source, Tailer
-from producers.keys import Keys
-from producers.producer import Producer
+from rowcast.contract.keys import Keys
+from rowcast.ops.commands.runner import run_writers
+from rowcast.ops.settings import Settings
+from rowcast.producers.connectors import claude_code, codex
+from rowcast.producers.connectors.tail import Source, Tailer
+from rowcast.producers.producer import Producer
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 ROWCAST = str(Path(sys.executable).with_name("rowcast"))

@@ -7,8 +7,8 @@ import psycopg
 import pytest
 import redis
 
-from producers import Producer, Rejected
-from producers.keys import Keys
+from rowcast.contract.keys import Keys
+from rowcast.producers import Producer, Rejected
 from tests.integration.test_ops_support import (
     arun_cli,
     run_cli,

@@ -12,9 +12,9 @@ import pytest
 import redis
 from rq import Queue, SimpleWorker
 
-from ops.jobs import QUEUE, JobConfig, enqueue, execute
-from producers import Producer, make_entry
-from producers.keys import CONSUMER, GROUP, Keys
+from rowcast.contract.keys import CONSUMER, GROUP, Keys
+from rowcast.ops.admin.jobs import QUEUE, JobConfig, enqueue, execute
+from rowcast.producers import Producer, make_entry
 from tests.integration.test_ops_support import (
     apply_rows,
     run_cli,
@@ -162,7 +162,7 @@ async def test_health_reports_an_absent_writer_and_stale_pending(
     rsync.xreadgroup(GROUP, CONSUMER, {key: ">"}, count=2)
     time.sleep(0.01)
     monkeypatch.setenv("ROWCAST_PENDING_STALE_MS", "1")
-    with caplog.at_level(logging.WARNING, logger="ops.jobs"):
+    with caplog.at_level(logging.WARNING, logger="rowcast.ops.admin.jobs"):
         code, out, err = run_cli(["jobs", "run", "health", "--json", *args])
     assert code == 1
     result = orjson.loads(out)

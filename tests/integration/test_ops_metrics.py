@@ -7,8 +7,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from producers.keys import CONSUMER, GROUP, Keys
-from writer.metrics import StreamCollector
+from rowcast.contract.keys import CONSUMER, GROUP, Keys
+from rowcast.writer.metrics import StreamCollector
 
 
 def test_stream_gauges(prefix: str, rsync: redis.Redis) -> None:

@@ -8,8 +8,8 @@ import psycopg
 import pytest
 import redis
 
-from producers import Producer, make_entry
-from producers.keys import Keys
+from rowcast.contract.keys import Keys
+from rowcast.producers import Producer, make_entry
 from tests.integration.test_ops_support import (
     arun_cli,
     run_cli,

@@ -6,7 +6,7 @@ import orjson
 import psycopg
 import redis
 
-from producers.keys import CONSUMER, GROUP, Keys
+from rowcast.contract.keys import CONSUMER, GROUP, Keys
 from tests.integration.test_ops_support import run_cli, server_args, settings_for
 
 

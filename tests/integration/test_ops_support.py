@@ -12,9 +12,9 @@ from unittest import mock
 
 import psycopg
 
-from ops import cli
-from ops.runner import run_writers
-from ops.settings import Settings
+from rowcast.ops import cli
+from rowcast.ops.commands.runner import run_writers
+from rowcast.ops.settings import Settings
 
 
 def settings_for(
@@ -52,7 +52,7 @@ def run_cli(argv: Sequence[str]) -> tuple[int, str, str]:
     captured stream that outlives the test)."""
     out, err = io.StringIO(), io.StringIO()
     with (
-        mock.patch("ops.logs.configure"),
+        mock.patch("rowcast.ops.logs.configure"),
         contextlib.redirect_stdout(out),
         contextlib.redirect_stderr(err),
     ):

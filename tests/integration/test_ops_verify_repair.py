@@ -10,9 +10,9 @@ import psycopg
 import pytest
 import redis
 
-from ops.verify import verify
-from producers import Producer
-from producers.keys import Keys, shard_of
+from rowcast.contract.keys import Keys, shard_of
+from rowcast.ops.admin.verify import verify
+from rowcast.producers import Producer
 from tests.integration.test_ops_support import (
     apply_rows,
     arun_cli,

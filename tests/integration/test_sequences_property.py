@@ -13,11 +13,11 @@ import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from producers.entry import Entry
-from producers.errors import Fenced
+from rowcast.contract.entry import Entry
+from rowcast.contract.errors import AlreadyApplied, Fenced
+from rowcast.writer.batch import Valid
+from rowcast.writer.store import Store
 from tests.integration.model import Model
-from writer.batch import Valid
-from writer.store import AlreadyApplied, Store
 
 _counter = itertools.count()
 

@@ -1,4 +1,4 @@
-"""ops.embedded on its own: real Valkey and PostgreSQL from the pip packages, in a
+"""rowcast.ops.embedded on its own: real Valkey and PostgreSQL from the pip packages, in a
 temporary data dir, started, found, restarted with their data, stopped by PID."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import psycopg
 import pytest
 import redis
 
-from ops import embedded
-from producers.errors import ConfigError
+from rowcast.contract.errors import ConfigError
+from rowcast.ops.embedded import servers as embedded
 
 
 @pytest.fixture
@@ -125,7 +125,8 @@ def test_servers_left_by_a_crash_are_adopted(
 ) -> None:
     data = tmp_path / "data"
     code = (
-        "import os, sys; from ops import embedded; e = embedded.start(sys.argv[1]);"
+        "import os, sys; from rowcast.ops.embedded import servers;"
+        " e = servers.start(sys.argv[1]);"
         " print(*e.pids, flush=True); os._exit(9)"
     )
     out = subprocess.run(

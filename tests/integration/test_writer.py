@@ -18,11 +18,11 @@ import psycopg
 import pytest
 from redis.asyncio import Redis
 
-from ops.migrate import migrate
-from ops.runner import run_writers
-from ops.settings import Settings
-from producers import Producer, ReceiptTimeout, Rejected, Unavailable, make_entry, shard_of
-from producers.keys import Keys
+from rowcast.contract.keys import Keys
+from rowcast.ops.commands.runner import run_writers
+from rowcast.ops.schema.migrate import migrate
+from rowcast.ops.settings import Settings
+from rowcast.producers import Producer, ReceiptTimeout, Rejected, Unavailable, make_entry, shard_of
 from tests.integration.model import Model
 
 
@@ -343,7 +343,7 @@ def test_migrate_twice_and_concurrently(empty_db_url: str) -> None:
     # And from separate processes.
     procs = [
         subprocess.run(
-            [sys.executable, "-m", "ops.cli", "migrate"],
+            [sys.executable, "-m", "rowcast.ops.cli", "migrate"],
             capture_output=True,
             text=True,
             env={
@@ -366,7 +366,7 @@ def test_sigterm_finishes_and_exits_zero(redis_url: str, db_url: str, prefix: st
         "ROWCAST_PREFIX": prefix,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ops.cli", "writer"], env=env, stderr=subprocess.DEVNULL
+        [sys.executable, "-m", "rowcast.ops.cli", "writer"], env=env, stderr=subprocess.DEVNULL
     )
     try:
         import redis as redis_sync

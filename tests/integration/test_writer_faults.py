@@ -22,9 +22,11 @@ import psycopg
 import pytest
 import redis as redis_sync
 
-from producers.entry import Entry
-from producers.errors import Fenced
-from producers.keys import Keys
+from rowcast.contract.entry import Entry
+from rowcast.contract.errors import Fenced
+from rowcast.contract.keys import Keys
+from rowcast.writer.batch import Valid
+from rowcast.writer.store import Store
 from tests.integration.checks import (
     check_dead,
     check_published,
@@ -42,8 +44,6 @@ from tests.integration.processes import (
     wait_for,
 )
 from tests.integration.workload import Producer, Pushed, Subscriber, Workload, entry, push, seeded
-from writer.batch import Valid
-from writer.store import Store
 
 
 @pytest.fixture

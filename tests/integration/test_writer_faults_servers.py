@@ -23,7 +23,7 @@ import psycopg
 import pytest
 import redis as redis_sync
 
-from producers.keys import Keys
+from rowcast.contract.keys import Keys
 from tests.integration.checks import (
     check_dead,
     check_heads,

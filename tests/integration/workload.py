@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import redis as redis_sync
 
-from producers.keys import Keys
+from rowcast.contract.keys import Keys
 from tests.integration.processes import SHARD, wait_for
 
 

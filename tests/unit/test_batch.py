@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import orjson
 
-from producers.entry import Entry
-from writer.batch import Dead, Result, Valid, merge, outcome, plans
-from writer.change import Change, batch_message
+from rowcast.contract.change import Change, batch_message
+from rowcast.contract.entry import Entry
+from rowcast.writer.batch import Dead, Result, Valid, merge, outcome, plans
 
 
 def v(
@@ -140,7 +140,7 @@ def test_batch_message_embeds_body_without_reencoding() -> None:
 
 
 def test_reads_are_cut_by_size_but_never_below_one_entry() -> None:
-    from writer.writer import split_by_size
+    from rowcast.writer.writer import split_by_size
 
     items = [(b"1-%d" % i, {b"body": b"x" * n}) for i, n in enumerate([4, 4, 4, 20, 1])]
     chunks = split_by_size(items, 10)

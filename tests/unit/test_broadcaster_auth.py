@@ -7,9 +7,9 @@ import time
 import jwt
 import pytest
 
-from broadcaster.auth import OPEN, Denied, authorize, mint, token_from, verify
-from broadcaster.server import check_listen, is_loopback
-from producers.errors import ConfigError
+from rowcast.broadcaster.auth import OPEN, Denied, authorize, mint, token_from, verify
+from rowcast.broadcaster.server import check_listen, is_loopback
+from rowcast.contract.errors import ConfigError
 
 SECRET = "a-secret-of-at-least-thirty-two-bytes!"
 OTHER = "another-secret-of-thirty-two-bytes-or-more"
@@ -104,7 +104,7 @@ def test_without_a_secret_only_loopback_may_listen():
 def test_a_taken_port_is_one_clear_configuration_error():
     import socket
 
-    from broadcaster.server import bind
+    from rowcast.broadcaster.server import bind
 
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import orjson
 
-from broadcaster import frames
-from broadcaster.coalesce import Pending
-from broadcaster.item import Item, from_change, from_message_change
-from writer.change import Change
+from rowcast.broadcaster import frames
+from rowcast.broadcaster.coalesce import Pending
+from rowcast.broadcaster.item import Item, from_change, from_message_change
+from rowcast.contract.change import Change
 
 
 def it(change: int, row: str, ack: bool = False) -> Item:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from broadcaster.item import Item
-from broadcaster.metrics import Metrics
-from broadcaster.outbox import RESYNC, SHUTDOWN, Outbox, Ticker
+from rowcast.broadcaster.item import Item
+from rowcast.broadcaster.metrics import Metrics
+from rowcast.broadcaster.outbox import RESYNC, SHUTDOWN, Outbox, Ticker
 
 
 def it(change: int, ack: bool = False) -> Item:

@@ -7,8 +7,8 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broadcaster.item import Item
-from broadcaster.subscription import Subscription
+from rowcast.broadcaster.item import Item
+from rowcast.broadcaster.subscription import Subscription
 
 
 def it(change: int, row: str | None = None, ack: bool = False) -> Item:

@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from producers.connectors import claude_code
-from producers.connectors.row import RowOp
+from rowcast.producers.connectors import claude_code
+from rowcast.producers.connectors.row import RowOp
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "claude_code"
 SESSION = "8f3c1a2e-4b5d-4e6f-9a7b-1c2d3e4f5a6b"
@@ -131,7 +131,7 @@ def test_row_ids_are_the_records_own_ids_so_a_reread_maps_identically() -> None:
 def test_unknown_record_types_are_skipped_with_a_debug_log(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="producers.connectors.claude_code")
+    caplog.set_level(logging.DEBUG, logger="rowcast.producers.connectors.claude_code")
     m = claude_code.Mapper()
     assert m.feed({"type": "hologram-snapshot", "uuid": "x"}, 0) == []
     assert "unknown type 'hologram-snapshot'" in caplog.text

@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from producers.connectors import codex
-from producers.connectors.row import RowOp
+from rowcast.producers.connectors import codex
+from rowcast.producers.connectors.row import RowOp
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "codex"
 SESSION = "0199a3c4-7d1e-7b2a-9c3d-4e5f6a7b8c9d"
@@ -132,7 +132,7 @@ def test_row_ids_are_stable_across_rereads() -> None:
 def test_unknown_types_and_items_are_skipped_with_a_debug_log(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="producers.connectors.codex")
+    caplog.set_level(logging.DEBUG, logger="rowcast.producers.connectors.codex")
     m = codex.Mapper()
     assert m.feed({"timestamp": "t", "type": "quantum_state", "payload": {"x": 1}}, 0) == []
     assert "unknown type 'quantum_state'" in caplog.text

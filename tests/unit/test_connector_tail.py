@@ -12,10 +12,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from producers.connectors import claude_code, codex
-from producers.connectors.tail import Tailer, state_path
-from producers.entry import Entry
-from producers.errors import Unavailable
+from rowcast.contract.entry import Entry
+from rowcast.contract.errors import Unavailable
+from rowcast.producers.connectors import claude_code, codex
+from rowcast.producers.connectors.tail import Tailer, state_path
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 CC_SESSION = "8f3c1a2e-4b5d-4e6f-9a7b-1c2d3e4f5a6b"
@@ -183,7 +183,7 @@ async def test_run_follows_until_stopped(tmp_path: Path) -> None:
 
 
 async def test_one_follower_per_state_file(tmp_path: Path) -> None:
-    from producers.errors import ConfigError
+    from rowcast.contract.errors import ConfigError
 
     root = tmp_path / "r"
     root.mkdir()

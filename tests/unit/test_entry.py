@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from producers.entry import check_body, parse, reply_token
-from producers.errors import InvalidEntry
-from producers.keys import Keys, shard_of
+from rowcast.contract.entry import check_body, parse, reply_token
+from rowcast.contract.errors import InvalidEntry
+from rowcast.contract.keys import Keys, shard_of
 
 
 def fields(**kw: str | bytes) -> dict[bytes, bytes]:

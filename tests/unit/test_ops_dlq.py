@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ops.dlq import format_letters, letter, retry_fields
+from rowcast.ops.admin.dlq import format_letters, letter, retry_fields
 
 
 def test_retry_restores_the_original_fields_byte_for_byte() -> None:

@@ -8,8 +8,10 @@ import fakeredis
 import pytest
 from rq import Queue
 
-from ops import cli
-from ops.jobs import (
+from rowcast.contract.errors import ConfigError
+from rowcast.contract.streamid import MAX_PART
+from rowcast.ops import cli
+from rowcast.ops.admin.jobs import (
     QUEUE,
     JobConfig,
     _names,
@@ -23,9 +25,7 @@ from ops.jobs import (
     trim_target,
     writer_state,
 )
-from ops.replay import MAX_PART
-from ops.settings import Settings
-from producers.errors import ConfigError
+from rowcast.ops.settings import Settings
 
 
 def test_next_id() -> None:
@@ -111,7 +111,7 @@ def test_job_names_and_summaries() -> None:
 
 
 def test_cli_parses_the_jobs_command() -> None:
-    args = cli._parser().parse_args(["jobs", "schedule", "--every", "5", "--queue", "q"])
+    args, _ = cli.parse_args(["jobs", "schedule", "--every", "5", "--queue", "q"])
     assert (args.command, args.action, args.every, args.verify_every, args.queue) == (
         "jobs",
         "schedule",
@@ -119,7 +119,7 @@ def test_cli_parses_the_jobs_command() -> None:
         3600.0,
         "q",
     )
-    args = cli._parser().parse_args(["jobs", "run", "health", "verify", "--json"])
+    args, _ = cli.parse_args(["jobs", "run", "health", "verify", "--json"])
     assert args.names == ["health", "verify"] and args.json
 
 

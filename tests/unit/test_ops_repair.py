@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ops.repair import Move, Plan, changes_of, describe
-from ops.verify import SessionFigures
+from rowcast.ops.admin.repair import Move, Plan, changes_of, describe
+from rowcast.ops.admin.verify import SessionFigures
 
 
 def test_plan_head_and_description() -> None:

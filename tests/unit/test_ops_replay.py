@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ops.replay import MAX_PART, parse_stream_id, refeed
-from producers.errors import ConfigError
+from rowcast.contract.errors import ConfigError
+from rowcast.contract.streamid import MAX_PART
+from rowcast.contract.streamid import from_option as parse_stream_id
+from rowcast.ops.admin.replay import refeed
 
 
 def test_stream_ids() -> None:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from ops.status import ShardRaw, broadcaster_report, format_status, shard_report, table
+from rowcast.ops.admin.status import (
+    ShardRaw,
+    broadcaster_report,
+    format_status,
+    shard_report,
+    table,
+)
 
 
 def _raw(**kw: object) -> ShardRaw:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ops.verify import Report, SessionFigures, format_report, problems
+from rowcast.ops.admin.verify import Report, SessionFigures, format_report, problems
 
 
 def fig(

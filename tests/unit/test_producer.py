@@ -8,8 +8,8 @@ import fakeredis
 import orjson
 import pytest
 
-from producers import InvalidEntry, Producer, ReceiptTimeout, Rejected, shard_of
-from producers.keys import Keys
+from rowcast.contract.keys import Keys
+from rowcast.producers import InvalidEntry, Producer, ReceiptTimeout, Rejected, shard_of
 
 
 @pytest.fixture

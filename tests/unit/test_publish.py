@@ -6,10 +6,10 @@ from __future__ import annotations
 import fakeredis
 import orjson
 
-from producers.keys import GROUP, Keys
-from writer.batch import Dead, Receipt, ok_receipt
-from writer.change import Change, from_stream_fields
-from writer.publish import Outcome, Publisher
+from rowcast.contract.change import Change, from_stream_fields
+from rowcast.contract.keys import GROUP, Keys
+from rowcast.writer.batch import Dead, Receipt, ok_receipt
+from rowcast.writer.publish import Outcome, Publisher
 
 
 async def test_one_script_carries_rows_message_receipts_dead_letters_and_acks() -> None:

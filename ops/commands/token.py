@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from broadcaster.auth import mint
-from ops.settings import Settings
-from producers.errors import ConfigError
+from rowcast.broadcaster.auth import mint
+from rowcast.contract.errors import ConfigError
+from rowcast.ops.settings import Settings
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--session", required=True, action="append")
+    p.add_argument("--ttl", type=int, default=3600, metavar="SECONDS")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

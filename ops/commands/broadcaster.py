@@ -9,33 +9,22 @@ import resource
 from collections.abc import Coroutine
 from typing import Any
 
-from broadcaster import BroadcasterConfig, check_listen, create_app, serve
-from ops.runner import install_stop
-from ops.settings import Settings
+from rowcast.broadcaster import BroadcasterConfig, check_listen, create_app, serve
+from rowcast.ops.commands.runner import install_stop
+from rowcast.ops.settings import Settings
 
 
 def broadcaster_config(settings: Settings) -> BroadcasterConfig:
-    """The broadcaster's config from the settings (``rowcast up`` uses it too).
-
-    Optional tuning fields are read with defaults so this works whether or not
-    Settings carries them (ROWCAST_COALESCE_MS, ROWCAST_QUEUE_MAX,
-    ROWCAST_FRAME_CHANGES).
-    """
+    """The broadcaster's config from the settings (``rowcast up`` uses it too)."""
     redis_url, database_url = settings.need_servers()
-    defaults = BroadcasterConfig(redis_url, database_url)
-
-    def tuned(name: str, default: Any) -> Any:
-        value = getattr(settings, name, None)
-        return default if value is None else value
-
     return BroadcasterConfig(
         redis_url=redis_url,
         database_url=database_url,
         prefix=settings.prefix,
         secret=settings.secret,
-        window_ms=tuned("coalesce_ms", defaults.window_ms),
-        queue_max=tuned("queue_max", defaults.queue_max),
-        max_batch=tuned("frame_changes", defaults.max_batch),
+        window_ms=settings.coalesce_ms,
+        queue_max=settings.queue_max,
+        max_batch=settings.frame_changes,
     )
 
 
@@ -54,6 +43,11 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
     else:
         uvloop.run(main)
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -6,10 +6,6 @@ its fencing number, the length of ``P:{N}:rows``; from PostgreSQL: the last
 applied entry id. Per broadcaster: its heartbeat (connections,
 subscriptions). The JSON shape is part of the contract (see the README);
 keys are only ever added.
-
-This module also holds the small I/O shell the other ops commands share:
-opening Redis and PostgreSQL with driver errors translated once, and loading
-the SQL files of ``ops/sql``.
 """
 
 from __future__ import annotations
@@ -17,76 +13,23 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import orjson
 import psycopg
 import redis
-from psycopg import errors as pgerr
-from redis import exceptions as rexc
 
-from ops.settings import Settings
-from producers.errors import ConfigError, RowcastError, Unavailable
-from producers.keys import GROUP, Keys
+from rowcast.contract.errors import ConfigError, RowcastError, Unavailable
+from rowcast.contract.keys import GROUP, Keys
+from rowcast.ops.admin.shell import cell, connect_db, connect_redis, sql, table, text
+from rowcast.ops.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_SQL = Path(__file__).parent / "sql"
 LAG_COUNT_CAP = 100_000
 """When Redis cannot tell the lag (entries were deleted), count at most this many."""
-
-
-# --- the shared I/O shell -------------------------------------------------
-
-
-@cache
-def sql(name: str) -> bytes:
-    return (_SQL / f"{name}.sql").read_bytes()
-
-
-def one_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-@contextmanager
-def connect_redis(settings: Settings) -> Iterator[redis.Redis]:
-    """A synchronous Redis client; connection errors become Unavailable."""
-    url, _ = settings.need_servers()
-    client = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=10)
-    try:
-        yield client
-    except (rexc.ConnectionError, rexc.TimeoutError) as e:
-        raise Unavailable(f"Redis: {one_line(e)}") from e
-    finally:
-        client.close()
-
-
-@contextmanager
-def connect_db(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
-    """An autocommit PostgreSQL connection; driver errors become rowcast's."""
-    _, url = settings.need_servers()
-    try:
-        conn = psycopg.connect(
-            url, autocommit=True, prepare_threshold=None, application_name="rowcast-ops"
-        )
-    except psycopg.Error as e:
-        raise Unavailable(f"PostgreSQL: {one_line(e)}") from e
-    try:
-        yield conn
-    except (pgerr.UndefinedTable, pgerr.UndefinedFunction, pgerr.InvalidSchemaName) as e:
-        raise ConfigError(f"PostgreSQL: {one_line(e)} (run `rowcast migrate`)") from e
-    except psycopg.OperationalError as e:
-        raise Unavailable(f"PostgreSQL: {one_line(e)}") from e
-    except psycopg.Error as e:
-        raise RowcastError(f"PostgreSQL: {one_line(e)}") from e
-    finally:
-        conn.close()
 
 
 def applied_offsets(
@@ -95,12 +38,6 @@ def applied_offsets(
     """stream -> ((last_ms, last_seq), fence, milliseconds since it last moved)."""
     rows = conn.execute(sql("offsets"), {"streams": list(streams)}).fetchall()
     return {s: ((ms, seq), fence, age) for s, ms, seq, fence, age in rows}
-
-
-def text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def id_ms(entry_id: str | bytes) -> int:
@@ -176,10 +113,6 @@ def broadcaster_report(instance: str, value: bytes | None) -> dict[str, Any] | N
     return out
 
 
-def _cell(value: Any) -> str:
-    return "-" if value is None else str(value)
-
-
 def _age(ms: int | None) -> str:
     if ms is None:
         return "-"
@@ -192,31 +125,20 @@ def _age(ms: int | None) -> str:
     return f"{ms / 3_600_000:.1f}h"
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain left-aligned text table."""
-    widths = [len(h) for h in header]
-    for r in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, r, strict=True)]
-    lines = [header, *rows]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
-    )
-
-
 def format_status(report: Mapping[str, Any]) -> str:
     """The human form of ``status``."""
     rows = [
         [
             str(s["shard"]),
             str(s["length"]),
-            _cell(s["lag"]),
+            cell(s["lag"]),
             str(s["pending"]),
             _age(s.get("oldest_pending_age_ms")),
-            _cell(s["last_applied"]),
+            cell(s["last_applied"]),
             str(s["dead"]),
             str(s["rows_length"]),
-            _cell(s["lease"]["holder"]) if s["lease"]["holder"] is not None else "(none)",
-            _cell(s["lease"]["fence"]),
+            cell(s["lease"]["holder"]) if s["lease"]["holder"] is not None else "(none)",
+            cell(s["lease"]["fence"]),
         ]
         for s in report["shards"]
     ]
@@ -247,9 +169,9 @@ def format_status(report: Mapping[str, Any]) -> str:
                     [
                         b["instance"],
                         _address(b),
-                        _cell(b.get("connections")),
-                        _cell(b.get("subscriptions")),
-                        _cell(b.get("started_at")),
+                        cell(b.get("connections")),
+                        cell(b.get("subscriptions")),
+                        cell(b.get("started_at")),
                     ]
                     for b in bcs
                 ],
@@ -387,6 +309,10 @@ def collect(settings: Settings) -> dict[str, Any]:
     if errors:
         report["errors"] = errors
     return report
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 import psycopg
 
-from ops.settings import Settings
-from ops.status import connect_db, sql, table
+from rowcast.ops.admin.shell import connect_db, sql, table
+from rowcast.ops.settings import Settings
 
 CHUNK = 2000
 """Sessions per query."""
@@ -196,6 +196,10 @@ def verify(
             on_chunk(report)
     report.finished_at = time.time()
     return report
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -15,13 +15,13 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from ops import embedded
-from ops.runner import install_stop
-from ops.settings import Settings
-from producers.connectors import claude_code, codex
-from producers.connectors.tail import Source, Tailer, state_path
-from producers.errors import ConfigError
-from producers.producer import Producer
+from rowcast.contract.errors import ConfigError
+from rowcast.ops.commands.runner import install_stop
+from rowcast.ops.embedded import servers as embedded
+from rowcast.ops.settings import Settings
+from rowcast.producers.connectors import claude_code, codex
+from rowcast.producers.connectors.tail import Source, Tailer, state_path
+from rowcast.producers.producer import Producer
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,11 @@ def redis_url(settings: Settings) -> str:
             f" ROWCAST_DATA_DIR={settings.data_dir} (start one, or set the URL)"
         )
     return found[0]
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", choices=["claude-code", "codex"])
+    p.add_argument("--dir", help="where the transcripts are")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

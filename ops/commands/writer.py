@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from ops.migrate import migrate
-from ops.runner import install_stop, run_writers
-from ops.settings import Settings
-from producers.errors import ConfigError
+from rowcast.contract.errors import ConfigError
+from rowcast.ops.commands.runner import install_stop, run_writers
+from rowcast.ops.schema.migrate import migrate
+from rowcast.ops.settings import Settings
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shard", type=int, action="append", help="only this shard (repeatable)")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -22,7 +26,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         import redis
         from prometheus_client import REGISTRY, start_http_server
 
-        from writer.metrics import StreamCollector
+        from rowcast.writer.metrics import StreamCollector
 
         sync_redis = redis.Redis.from_url(settings.need_servers()[0])
         REGISTRY.register(StreamCollector(sync_redis, settings.keys, sorted(set(shards))))

@@ -18,10 +18,10 @@ from typing import Any
 import orjson
 import redis
 
-from ops.replay import fmt, parse_stream_id
-from ops.settings import Settings
-from ops.status import connect_redis, table, text
-from producers.errors import ConfigError
+from rowcast.contract.errors import ConfigError
+from rowcast.contract.streamid import fmt, from_option
+from rowcast.ops.admin.shell import connect_redis, table, text
+from rowcast.ops.settings import Settings
 
 PREVIEW = 200
 """Characters of a body shown by ``list``."""
@@ -141,6 +141,22 @@ def _shards(args: argparse.Namespace, settings: Settings) -> list[int]:
     return [args.shard]
 
 
+def arguments(p: argparse.ArgumentParser, servers: argparse.ArgumentParser) -> None:
+    """``servers``: the server options again, for each action."""
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p))
+    actions.required = True
+    d = actions.add_parser("list", help="show dead letters with their reasons", parents=[servers])
+    d.add_argument("--shard", type=int)
+    d.add_argument("--json", action="store_true")
+    d.add_argument("--count", type=int, default=100)
+    d = actions.add_parser("retry", help="re-inject dead letters by id", parents=[servers])
+    d.add_argument("ids", nargs="+", metavar="ID")
+    d.add_argument("--shard", type=int)
+    d = actions.add_parser("purge", help="remove dead letters older than an id", parents=[servers])
+    d.add_argument("--before", required=True, metavar="ID")
+    d.add_argument("--shard", type=int)
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     shards = _shards(args, settings)
     if args.action == "list":
@@ -155,7 +171,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             sys.stdout.write(format_letters(letters, totals) + "\n")
         return 0
     if args.action == "retry":
-        ids = [fmt(parse_stream_id(i, "ID")) for i in args.ids]
+        ids = [fmt(from_option(i, "ID")) for i in args.ids]
         missing = 0
         with connect_redis(settings) as r:
             for dead_id in ids:
@@ -169,7 +185,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                     sys.stderr.write(f"rowcast: no dead letter {dead_id}\n")
         return 1 if missing else 0
     if args.action == "purge":
-        before = fmt(parse_stream_id(args.before, "--before"))
+        before = fmt(from_option(args.before, "--before"))
         with connect_redis(settings) as r:
             for n in shards:
                 # MINID keeps ids >= before: exactly "remove those older than ID".

@@ -22,9 +22,9 @@ each PID still runs our binary and answers on its port, and adopts it; one
 that runs but does not answer is stopped and started afresh. Nothing is ever
 started twice on one data dir.
 
-The servers themselves are in ops.valkey and ops.postgres (which also handles
+The servers themselves are in valkey.py and postgres.py (which also handles
 running PostgreSQL as an unprivileged user when we are root), their processes
-and ports in ops.process.
+and ports in process.py.
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ from typing import IO, Any
 
 import psutil
 
-from ops.postgres import PG_USER, postgres_bin, start_postgres, stop_postgres
-from ops.process import DATABASE, DEFAULT_PORTS, Server, free_port, port_open
-from ops.valkey import start_redis, stop_redis, valkey_binary
-from producers.errors import ConfigError
+from rowcast.contract.errors import ConfigError
+from rowcast.ops.embedded.postgres import PG_USER, postgres_bin, start_postgres, stop_postgres
+from rowcast.ops.embedded.process import DATABASE, DEFAULT_PORTS, Server, free_port, port_open
+from rowcast.ops.embedded.valkey import start_redis, stop_redis, valkey_binary
 
 __all__ = [
     "DATABASE",
@@ -63,7 +63,7 @@ __all__ = [
     "valkey_binary",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("rowcast.ops.embedded")
 
 STATE_FILE = "embedded.json"
 LOCK_FILE = "up.lock"

@@ -30,19 +30,17 @@ from typing import Any
 import orjson
 import redis
 
-from ops.replay import MAX_PART, StreamId, as_id, fmt
-from ops.settings import Settings, env_int
-from ops.status import (
+from rowcast.contract.errors import ConfigError
+from rowcast.contract.keys import GROUP
+from rowcast.contract.streamid import MAX_PART, StreamId, as_id, fmt
+from rowcast.ops.admin.shell import connect_db, connect_redis, text
+from rowcast.ops.admin.status import (
     applied_offsets,
-    connect_db,
-    connect_redis,
     read_shard,
     shard_report,
-    text,
 )
-from ops.verify import verify
-from producers.errors import ConfigError
-from producers.keys import GROUP
+from rowcast.ops.admin.verify import verify
+from rowcast.ops.settings import Settings, env_number
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +68,10 @@ class JobConfig:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> JobConfig:
         env = os.environ if env is None else env
         c = cls(
-            entries_maxlen=env_int(env, "ROWCAST_ENTRIES_MAXLEN", 1_000_000, low=0),
-            entries_max_age_ms=env_int(env, "ROWCAST_ENTRIES_MAX_AGE_MS", None, low=1),
-            pending_stale_ms=env_int(env, "ROWCAST_PENDING_STALE_MS", 60_000, low=1) or 60_000,
-            writer_stuck_ms=env_int(env, "ROWCAST_WRITER_STUCK_MS", 60_000, low=1) or 60_000,
+            entries_maxlen=env_number(env, "ROWCAST_ENTRIES_MAXLEN", 1_000_000, low=0),
+            entries_max_age_ms=env_number(env, "ROWCAST_ENTRIES_MAX_AGE_MS", None, low=1),
+            pending_stale_ms=env_number(env, "ROWCAST_PENDING_STALE_MS", 60_000, low=1) or 60_000,
+            writer_stuck_ms=env_number(env, "ROWCAST_WRITER_STUCK_MS", 60_000, low=1) or 60_000,
         )
         return replace(c, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -389,7 +387,7 @@ def options(settings: Settings, config: JobConfig) -> dict[str, Any]:
 
 
 def run_job(name: str, **opts: Any) -> dict[str, Any]:
-    """The function RQ runs (``ops.jobs.run_job``)."""
+    """The function RQ runs (``rowcast.ops.admin.jobs.run_job``)."""
     settings = Settings.from_env(**{k: opts.get(k) for k in _SETTINGS_OPTIONS})
     config = JobConfig.from_env(**{k: v for k, v in opts.items() if k not in _SETTINGS_OPTIONS})
     return execute(name, settings, config)
@@ -452,6 +450,27 @@ def _names(given: Sequence[str]) -> list[str]:
     if not given or "all" in given:
         return list(NAMES)
     return list(dict.fromkeys(given))
+
+
+def arguments(p: argparse.ArgumentParser, servers: argparse.ArgumentParser) -> None:
+    """``servers``: the server options again, for each action."""
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p))
+    actions.required = True
+    names_help = "trim-entries, trim-rows, health, verify or all (default: all)"
+    d = actions.add_parser("run", help="run jobs now, in this process", parents=[servers])
+    d.add_argument("names", nargs="*", metavar="JOB", help=names_help)
+    d.add_argument("--json", action="store_true", help="print each job's result as JSON")
+    d = actions.add_parser("enqueue", help="enqueue jobs once on the RQ queue", parents=[servers])
+    d.add_argument("names", nargs="*", metavar="JOB", help=names_help)
+    d.add_argument("--queue", default=QUEUE)
+    d = actions.add_parser(
+        "schedule", help="enqueue every job periodically until stopped", parents=[servers]
+    )
+    d.add_argument("--queue", default=QUEUE)
+    d.add_argument("--every", type=float, default=60.0, metavar="SECONDS",
+                   help="period of trim-entries, trim-rows and health (default 60)")  # fmt: skip
+    d.add_argument("--verify-every", type=float, default=3600.0, metavar="SECONDS",
+                   help="period of verify (default 3600)")  # fmt: skip
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

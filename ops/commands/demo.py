@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from producers.errors import RowcastError
-from producers.producer import Producer
+from rowcast.contract.errors import RowcastError
+from rowcast.producers.producer import Producer
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from producers.errors import InvalidEntry
+from rowcast.contract.errors import InvalidEntry
 
 OPS = frozenset({"append", "upsert"})
 MAX_ID_BYTES = 200

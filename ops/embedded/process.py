@@ -1,8 +1,8 @@
-"""The processes and ports of the embedded servers (ops.embedded): finding a free
+"""The processes and ports of the embedded servers: finding a free
 port, spawning a server in its own session, waiting for it to answer, and
 stopping it by PID without ever touching a stranger's process.
 
-Shared by ops.valkey and ops.postgres; it imports neither, so nothing here is
+Shared by valkey.py and postgres.py; it imports neither, so nothing here is
 circular.
 """
 
@@ -23,10 +23,9 @@ from typing import Any
 
 import psutil
 
-from producers.errors import Unavailable
+from rowcast.contract.errors import Unavailable
 
-# One logger for all of the embedded servers, named as before ops.embedded was split.
-log = logging.getLogger("ops.embedded")
+log = logging.getLogger("rowcast.ops.embedded")
 
 DEFAULT_PORTS = frozenset({6379, 5432})
 """Ports we never take: a real Redis or PostgreSQL may want them."""

@@ -2,8 +2,8 @@
 
 Runs the writer (every shard) and the broadcaster in this process. When
 ROWCAST_REDIS_URL or ROWCAST_DATABASE_URL is unset it first starts the
-embedded server for it (ops.embedded), with its data in ROWCAST_DATA_DIR.
-``--demo`` adds synthetic connectors (ops.demo).
+embedded server for it (ops/embedded), with its data in ROWCAST_DATA_DIR.
+``--demo`` adds synthetic connectors (demo.py).
 
 Stopping (Ctrl-C or SIGTERM, at any moment, even while starting): the demo
 stops, the broadcaster closes its feeds, the writer finishes the batch in
@@ -24,11 +24,11 @@ from dataclasses import replace
 from types import FrameType
 from typing import Any
 
-from ops import embedded
-from ops.migrate import migrate
-from ops.runner import run_writers
-from ops.settings import Settings
-from producers.errors import RowcastError
+from rowcast.contract.errors import RowcastError, one_line
+from rowcast.ops.commands.runner import run_writers
+from rowcast.ops.embedded import servers as embedded
+from rowcast.ops.schema.migrate import migrate
+from rowcast.ops.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,12 @@ def _signals(handler: Any) -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--demo", action="store_true", help="add synthetic connectors")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -160,7 +166,7 @@ def _why(err: BaseException | None) -> str:
         err = err.exceptions[0]
     if err is None:
         return "it ended"
-    return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+    return f"{type(err).__name__}: {one_line(err)}"
 
 
 def _announce(host: str, port: int | None, demo: bool, emb: embedded.Embedded | None) -> None:
@@ -184,8 +190,8 @@ def _announce(host: str, port: int | None, demo: bool, emb: embedded.Embedded | 
 
 
 async def _demo(settings: Settings) -> None:
-    from ops.demo import run_demo
-    from producers.producer import Producer
+    from rowcast.ops.commands.demo import run_demo
+    from rowcast.producers.producer import Producer
 
     redis_url, _ = settings.need_servers()
     producer = Producer.from_url(
@@ -203,7 +209,7 @@ async def _demo(settings: Settings) -> None:
 def _listen(host: str, port: int, settings: Settings) -> socket.socket | None:
     """Bind the UI's port before anything starts, so a taken port fails at once."""
     try:
-        from broadcaster.server import bind, check_listen
+        from rowcast.broadcaster.server import bind, check_listen
     except ImportError:
         return None
     check_listen(host, settings.secret)
@@ -221,8 +227,8 @@ def _start_broadcaster(
     """The broadcaster (HTTP API, feeds, web UI) in this process, as a task that ends
     when ``stop`` is set. None when the broadcaster package is not installed."""
     try:
-        from broadcaster import create_app, serve
-        from ops.broadcaster_command import broadcaster_config
+        from rowcast.broadcaster import create_app, serve
+        from rowcast.ops.commands.broadcaster import broadcaster_config
     except ImportError as e:
         log.warning("no broadcaster (%s): running the writer only", e)
         return None

@@ -16,7 +16,6 @@ read back.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,50 +23,13 @@ from typing import Any
 
 import redis
 
-from ops.settings import Settings
-from ops.status import connect_redis, text
-from producers.errors import ConfigError
-from producers.keys import Keys
+from rowcast.contract.errors import ConfigError
+from rowcast.contract.keys import Keys
+from rowcast.contract.streamid import MAX_PART, StreamId, as_id, fmt, from_option
+from rowcast.ops.admin.shell import connect_redis, text
+from rowcast.ops.settings import Settings
 
-StreamId = tuple[int, int]
-MAX_PART = (1 << 64) - 1
 PAGE = 500
-
-_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
-
-
-def parse_stream_id(value: str, option: str, end: bool = False) -> StreamId:
-    """A stream entry id as given on the command line: ``MS-SEQ`` or ``MS``
-    (``-`` and ``+`` for the very start and end). A bare ``MS`` means its
-    first entry as a start and its last as an end, like XRANGE.
-    Raises ConfigError (exit 2) when malformed."""
-    v = value.strip()
-    if v == "-":
-        return (0, 0)
-    if v == "+":
-        return (MAX_PART, MAX_PART)
-    m = _ID.fullmatch(v)
-    if m is None:
-        raise ConfigError(
-            f"{option} {value!r} is not a stream entry id (expected MS-SEQ, e.g. 1700000000000-0)"
-        )
-    ms = int(m.group(1))
-    seq = int(m.group(2)) if m.group(2) is not None else (MAX_PART if end else 0)
-    if ms > MAX_PART or seq > MAX_PART:
-        raise ConfigError(f"{option} {value!r} is out of range")
-    return ms, seq
-
-
-def fmt(sid: StreamId) -> str:
-    return f"{sid[0]}-{sid[1]}"
-
-
-def as_id(raw: bytes | str) -> StreamId | None:
-    """A stored id (or ``origin`` field), None when it is not one."""
-    m = _ID.fullmatch(text(raw) or "")
-    if m is None or m.group(2) is None:
-        return None
-    return int(m.group(1)), int(m.group(2))
 
 
 def refeed(
@@ -154,9 +116,15 @@ def replay_shard(r: redis.Redis, keys: Keys, shard: int, lo: StreamId, hi: Strea
     return Refed(shard, count, skipped, first_seen, last_seen)
 
 
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="from_id", required=True, metavar="ID")
+    p.add_argument("--to", dest="to_id", metavar="ID")
+    p.add_argument("--shard", type=int)
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    lo = parse_stream_id(args.from_id, "--from")
-    hi = parse_stream_id(args.to_id, "--to", end=True) if args.to_id else (MAX_PART, MAX_PART)
+    lo = from_option(args.from_id, "--from")
+    hi = from_option(args.to_id, "--to", end=True) if args.to_id else (MAX_PART, MAX_PART)
     if hi < lo:
         raise ConfigError(f"--to {args.to_id} is before --from {args.from_id}")
     if args.shard is not None and not 0 <= args.shard < settings.shards:

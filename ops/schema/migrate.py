@@ -15,8 +15,8 @@ import psycopg
 from yoyo import get_backend, read_migrations
 from yoyo.exceptions import LockTimeout
 
-from ops.settings import Settings
-from producers.errors import Unavailable
+from rowcast.contract.errors import Unavailable, one_line
+from rowcast.ops.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def migrate(database_url: str) -> list[str]:
             finally:
                 lock_conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     except psycopg.OperationalError as e:
-        raise Unavailable(f"PostgreSQL: {str(e).strip().splitlines()[0]}") from e
+        raise Unavailable(f"PostgreSQL: {one_line(e)}") from e
     except LockTimeout as e:
         raise Unavailable(f"migrations are locked by another process: {e}") from e
 

@@ -1,6 +1,6 @@
 """Write-path benchmark: the real writer beside its baselines, in one run.
 
-    python -m ops.bench [--entries 100000] [--sessions 1000] [--naive 5000]
+    python -m tests.bench.write [--entries 100000] [--sessions 1000] [--naive 5000]
 
 Needs ROWCAST_REDIS_URL and an admin ROWCAST_DATABASE_URL; it creates (and
 drops) its own database and uses its own key prefix. Loopback only, bounded.
@@ -25,12 +25,12 @@ import psycopg
 from psycopg import sql
 from redis.asyncio import Redis
 
-from ops.migrate import migrate
-from producers import Producer, make_entry
-from producers.entry import Entry
-from producers.keys import GROUP, Keys
-from writer.batch import Valid
-from writer.store import Store
+from rowcast.contract.entry import Entry
+from rowcast.contract.keys import GROUP, Keys
+from rowcast.ops.schema.migrate import migrate
+from rowcast.producers import Producer, make_entry
+from rowcast.writer.batch import Valid
+from rowcast.writer.store import Store
 
 
 def workload(n: int, sessions: int, seed: int = 1) -> list[Entry]:
@@ -88,7 +88,7 @@ async def bench_writer(redis_url: str, db_url: str, entries: list[Entry]) -> dic
     }
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ops.cli", "writer", "--log-level", "WARNING"], env=env
+        [sys.executable, "-m", "rowcast.ops.cli", "writer", "--log-level", "WARNING"], env=env
     )
     try:
         while True:

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from ops.settings import Settings
-from writer import ShardWriter, WriterConfig
+from rowcast.ops.settings import Settings
+from rowcast.writer import ShardWriter, WriterConfig
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from typing import IO, Any
 
 import orjson
 
-from ops.settings import Settings
-from producers.entry import Entry
-from producers.errors import InvalidEntry
-from producers.producer import Producer, make_entry
+from rowcast.contract.entry import Entry
+from rowcast.contract.errors import InvalidEntry
+from rowcast.ops.settings import Settings
+from rowcast.producers.producer import Producer, make_entry
 
 CHUNK = 500
 
@@ -79,6 +79,11 @@ async def produce(
             stdout.write(orjson.dumps(payload) + b"\n")
         stdout.flush()
     return 1 if refused else 0
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", action="store_true", help="print one receipt per line")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a receipt")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -21,13 +21,13 @@ import psycopg
 from redis import exceptions as rexc
 from redis.asyncio import Redis
 
-from ops.settings import Settings
-from ops.status import connect_db, sql
-from ops.verify import PROBLEMS, SessionFigures, problems, scan, session_figures
-from producers.errors import ConfigError, Unavailable
-from producers.keys import shard_of
-from writer.change import Change
-from writer.publish import Publisher
+from rowcast.contract.change import Change
+from rowcast.contract.errors import ConfigError, Unavailable
+from rowcast.contract.keys import shard_of
+from rowcast.ops.admin.shell import connect_db, sql
+from rowcast.ops.admin.verify import PROBLEMS, SessionFigures, problems, scan, session_figures
+from rowcast.ops.settings import Settings
+from rowcast.writer.publish import Publisher
 
 FIXABLE = frozenset({"gap", "duplicate_sequence", "next_sequence", "last_change", "no_head"})
 """What repair_session fixes; a negative revision needs a human."""
@@ -144,6 +144,11 @@ class Announcer:
         if self._redis is not None:
             self._runner.run(self._redis.aclose())
         self._runner.close()
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--session", help="only this session")
+    p.add_argument("--dry-run", action="store_true", help="only list what would change")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

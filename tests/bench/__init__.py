@@ -1,0 +1,1 @@
+"""Benchmarks (not installed): run from a checkout with `python -m tests.bench.NAME`."""
