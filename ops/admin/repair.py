@@ -42,7 +42,9 @@ class Move:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What repairing one session does (exactly, for --dry-run; after the fact otherwise)."""
+    """What repairing one session does, read before it is done (the session's
+    head lock is taken only by the repair itself, so a writer may still add rows
+    in between; those keep their numbers)."""
 
     before: SessionFigures
     problems: list[str]
@@ -151,52 +153,76 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="only list what would change")
 
 
+def targets(
+    conn: psycopg.Connection[Any], session: str | None
+) -> Iterator[tuple[SessionFigures, list[str]]]:
+    """The broken sessions: every one (keyset pages stay valid while we repair,
+    since session ids do not move), or just the one named."""
+    if session is None:
+        yield from broken(conn)
+        return
+    f = session_figures(conn, session)
+    if not f.has_head and not f.rows:
+        raise ConfigError(f"no session {session!r}")
+    found = problems(f)
+    if found:
+        yield f, found
+
+
+@dataclass(slots=True)
+class Tally:
+    sessions: int = 0
+    rows: int = 0
+    still_broken: int = 0
+
+    def summary(self, dry_run: bool, session: str | None) -> str:
+        if not self.sessions:
+            if session is not None:
+                return f"session {session!r} is healthy; nothing to repair"
+            return "no broken sessions; nothing to repair"
+        if dry_run:
+            return (
+                f"dry run: {self.sessions} sessions would be repaired, {self.rows} rows renumbered"
+            )
+        return f"repaired {self.sessions} sessions, renumbered and announced {self.rows} rows"
+
+
+def apply(
+    conn: psycopg.Connection[Any], announcer: Announcer, plan: Plan, tally: Tally
+) -> list[str]:
+    """Repairs one session, announces it after COMMIT; its lines of report."""
+    changes = repair_session(conn, plan.before.session)
+    announcer.send(changes)  # after COMMIT, never before
+    tally.sessions += 1
+    tally.rows += len(changes)
+    lines = [describe(plan, done=True)]
+    after = problems(session_figures(conn, plan.before.session))
+    if after:
+        tally.still_broken += 1
+        lines.append(f"  still broken: {', '.join(PROBLEMS.get(p, p) for p in after)}")
+    return lines
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     settings.need_servers()
-    out = sys.stdout
-    repaired = renumbered = still_broken = 0
+    tally = Tally()
     announcer = None if args.dry_run else Announcer(settings)
     try:
         with connect_db(settings) as conn:
-            if args.session is not None:
-                f = session_figures(conn, args.session)
-                if not f.has_head and not f.rows:
-                    raise ConfigError(f"no session {args.session!r}")
-                found = problems(f)
-                todo = iter([(f, found)] if found else [])
-                if not found:
-                    out.write(f"session {args.session!r} is healthy; nothing to repair\n")
-                    return 0
-            else:
-                todo = broken(conn)
-            # Keyset pagination stays valid while we repair: session ids do not move.
-            for f, found in todo:
+            for f, found in targets(conn, args.session):
                 plan = plan_for(conn, f, found)
-                if announcer is None:
-                    out.write(describe(plan, done=False) + "\n")
-                    repaired += 1
-                    renumbered += len(plan.moves)
-                    continue
-                changes = repair_session(conn, f.session)
-                announcer.send(changes)  # after COMMIT, never before
-                after = problems(session_figures(conn, f.session))
-                repaired += 1
-                renumbered += len(changes)
-                moved = [Move(c.row, -1, c.sequence) for c in changes]
-                out.write(describe(Plan(f, found, moved), done=True) + "\n")
-                if after:
-                    still_broken += 1
-                    out.write(f"  still broken: {', '.join(PROBLEMS.get(p, p) for p in after)}\n")
+                if announcer is not None:
+                    lines = apply(conn, announcer, plan, tally)
+                else:
+                    tally.sessions += 1
+                    tally.rows += len(plan.moves)
+                    lines = [describe(plan, done=False)]
+                sys.stdout.write("".join(line + "\n" for line in lines))
     finally:
         if announcer is not None:
             announcer.close()
-    if not repaired:
-        out.write("no broken sessions; nothing to repair\n")
-    elif args.dry_run:
-        out.write(f"dry run: {repaired} sessions would be repaired, {renumbered} rows renumbered\n")
-    else:
-        out.write(f"repaired {repaired} sessions, renumbered and announced {renumbered} rows\n")
-    if still_broken:
-        sys.stderr.write(f"rowcast: {still_broken} sessions are still broken after repair\n")
+    print(tally.summary(args.dry_run, args.session))
+    if tally.still_broken:
+        sys.stderr.write(f"rowcast: {tally.still_broken} sessions are still broken after repair\n")
         return 1
     return 0

@@ -10,7 +10,6 @@ their parent directories where it is missing).
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
 import logging
 import os
@@ -29,12 +28,11 @@ from rowcast.ops.embedded.process import (
     DATABASE,
     HOST,
     Server,
-    free_port,
     runs,
     spawn,
+    spawn_on_free_port,
     stop_pid,
     tail,
-    wait_ready,
 )
 
 log = logging.getLogger("rowcast.ops.embedded")
@@ -169,38 +167,25 @@ def start_postgres(root: Path, previous: dict[str, Any], timeout: float) -> Serv
     elif user is not None and pgdata.stat().st_uid != user.pw_uid:
         _chown_tree(pgdata, user)
 
-    for attempt in range(3):
-        port = free_port(previous.get("port") if attempt == 0 else None)
-        argv = [
+    def argv(port: int) -> list[str]:
+        return [
             str(binary), "-D", str(pgdata),
             "-c", f"port={port}",
             "-c", f"listen_addresses={HOST}",
             "-c", "unix_socket_directories=",
             "-c", "max_connections=200",
         ]  # fmt: skip
-        popen = spawn(argv, logfile, pgdata, user)
-        srv = Server("postgres", popen.pid, port, popen=popen)
-        try:
-            wait_ready(srv, functools.partial(_pg_answers, port), timeout, logfile)
-        except Unavailable:
-            # Most often the port was taken between our check and its bind (ports in
-            # the ephemeral range come and go): try another one.
-            if popen.poll() is not None and attempt < 2:
-                log.warning("embedded PostgreSQL did not start on port %d; trying another", port)
-                continue
-            stop_postgres(srv)
-            raise
-        except BaseException:
-            stop_postgres(srv)
-            raise
-        log.info("embedded PostgreSQL on port %d (pid %d)", port, popen.pid)
-        try:
-            _ensure_database(port)
-        except BaseException:
-            stop_postgres(srv)
-            raise
-        return srv
-    raise Unavailable("embedded PostgreSQL: no free port")  # pragma: no cover
+
+    srv = spawn_on_free_port(
+        "postgres", argv, _pg_answers, stop_postgres, logfile=logfile, cwd=pgdata,
+        user=user, timeout=timeout, preferred=previous.get("port"),
+    )  # fmt: skip
+    try:
+        _ensure_database(srv.port)
+    except BaseException:
+        stop_postgres(srv)
+        raise
+    return srv
 
 
 def _chown_tree(tree: Path, user: pwd.struct_passwd) -> None:

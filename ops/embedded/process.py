@@ -9,6 +9,7 @@ circular.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import pwd
@@ -177,3 +178,39 @@ def spawn(
             start_new_session=True,
             **extra,
         )
+
+
+def spawn_on_free_port(
+    name: str,
+    argv_for: Callable[[int], list[str]],
+    answers: Callable[[int], bool],
+    stop: Callable[[Server], None],
+    *,
+    logfile: Path,
+    cwd: Path,
+    user: pwd.struct_passwd | None,
+    timeout: float,
+    preferred: int | None,
+) -> Server:
+    """Starts a server on a free port (the preferred one first) and waits until
+    it answers; stops it again on any failure."""
+    for attempt in range(3):
+        port = free_port(preferred if attempt == 0 else None)
+        popen = spawn(argv_for(port), logfile, cwd, user)
+        srv = Server(name, popen.pid, port, popen=popen)
+        try:
+            wait_ready(srv, functools.partial(answers, port), timeout, logfile)
+        except Unavailable:
+            # Most often the port was taken between our check and its bind (ports in
+            # the ephemeral range come and go): try another one.
+            if popen.poll() is not None and attempt < 2:
+                log.warning("embedded %s did not start on port %d; trying another", name, port)
+                continue
+            stop(srv)
+            raise
+        except BaseException:
+            stop(srv)
+            raise
+        log.info("embedded %s on port %d (pid %d)", name, port, popen.pid)
+        return srv
+    raise Unavailable(f"embedded {name}: no free port")  # pragma: no cover

@@ -3,7 +3,6 @@ its append-only file in ``ROWCAST_DATA_DIR/redis`` (see servers.py)."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import signal
 import socket
@@ -12,8 +11,8 @@ from typing import Any
 
 import psutil
 
-from rowcast.contract.errors import ConfigError, Unavailable
-from rowcast.ops.embedded.process import HOST, Server, free_port, runs, spawn, stop_pid, wait_ready
+from rowcast.contract.errors import ConfigError
+from rowcast.ops.embedded.process import HOST, Server, runs, spawn_on_free_port, stop_pid
 
 log = logging.getLogger("rowcast.ops.embedded")
 
@@ -61,9 +60,9 @@ def start_redis(root: Path, previous: dict[str, Any], timeout: float) -> Server:
         stop_redis(old, grace=10.0)
 
     logfile = rdir / "valkey.log"
-    for attempt in range(3):
-        port = free_port(previous.get("port") if attempt == 0 else None)
-        argv = [
+
+    def argv(port: int) -> list[str]:
+        return [
             str(binary),
             "--port", str(port),
             "--bind", HOST,
@@ -77,22 +76,11 @@ def start_redis(root: Path, previous: dict[str, Any], timeout: float) -> Server:
             "--appendfsync", "everysec",
             "--save", "",
         ]  # fmt: skip
-        popen = spawn(argv, logfile, rdir, None)
-        srv = Server("redis", popen.pid, port, popen=popen)
-        try:
-            wait_ready(srv, functools.partial(_redis_answers, port), timeout, logfile)
-        except Unavailable:
-            if popen.poll() is not None and attempt < 2:
-                log.warning("embedded Redis did not start on port %d; trying another", port)
-                continue  # most often: the port was taken between our check and its bind
-            stop_redis(srv, grace=5.0)
-            raise
-        except BaseException:
-            stop_redis(srv, grace=5.0)
-            raise
-        log.info("embedded Redis (Valkey) on port %d (pid %d)", port, popen.pid)
-        return srv
-    raise Unavailable("embedded Redis: no free port")  # pragma: no cover
+
+    return spawn_on_free_port(
+        "redis", argv, _redis_answers, lambda s: stop_redis(s, grace=5.0),
+        logfile=logfile, cwd=rdir, user=None, timeout=timeout, preferred=previous.get("port"),
+    )  # fmt: skip
 
 
 def _listening_port(proc: psutil.Process) -> int | None:
