@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -82,13 +81,6 @@ def _short(v: str | None, n: int = 32) -> str:
     if v is None:
         return "-"
     return v if len(v) <= n else v[: n - 1] + "…"
-
-
-@dataclass(frozen=True, slots=True)
-class Retried:
-    id: str
-    shard: int | None
-    new_id: str | None
 
 
 # --- I/O ------------------------------------------------------------------

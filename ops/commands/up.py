@@ -24,7 +24,10 @@ from dataclasses import replace
 from types import FrameType
 from typing import Any
 
+from rowcast.broadcaster import create_app, serve
+from rowcast.broadcaster.server import bind, check_listen
 from rowcast.contract.errors import RowcastError, one_line
+from rowcast.ops.commands.broadcaster import broadcaster_config
 from rowcast.ops.commands.runner import run_writers
 from rowcast.ops.embedded import servers as embedded
 from rowcast.ops.schema.migrate import migrate
@@ -119,11 +122,7 @@ async def _serve(
         )
     }
     started = asyncio.Event()
-    bcast = _start_broadcaster(settings, args.host, args.port, sock, stop, started)
-    if bcast is not None:
-        tasks["broadcaster"] = bcast
-    else:
-        started.set()
+    tasks["broadcaster"] = _start_broadcaster(settings, args.host, args.port, sock, stop, started)
     demo: asyncio.Task[None] | None = None
     if args.demo:
         demo = asyncio.create_task(_demo(settings), name="demo")
@@ -133,7 +132,7 @@ async def _serve(
     ready.cancel()
     if started.is_set():
         port = sock.getsockname()[1] if sock is not None else args.port
-        _announce(args.host, port if bcast is not None else None, args.demo, emb)
+        _announce(args.host, port, args.demo, emb)
 
     stopping = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({stopping, *tasks.values()}, return_when=asyncio.FIRST_COMPLETED)
@@ -169,14 +168,11 @@ def _why(err: BaseException | None) -> str:
     return f"{type(err).__name__}: {one_line(err)}"
 
 
-def _announce(host: str, port: int | None, demo: bool, emb: embedded.Embedded | None) -> None:
+def _announce(host: str, port: int, demo: bool, emb: embedded.Embedded | None) -> None:
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     if ":" in host:
         host = f"[{host}]"
-    if port is None:
-        lines = ["rowcast is up (writer only: the broadcaster is not installed)"]
-    else:
-        lines = [f"rowcast is up: http://{host}:{port}/"]
+    lines = [f"rowcast is up: http://{host}:{port}/"]
     if emb is not None:
         lines.append(f"  data: {emb.data_dir}")
         for srv in (emb.redis, emb.postgres):
@@ -206,12 +202,8 @@ async def _demo(settings: Settings) -> None:
 # --- the broadcaster ------------------------------------------------------------------
 
 
-def _listen(host: str, port: int, settings: Settings) -> socket.socket | None:
+def _listen(host: str, port: int, settings: Settings) -> socket.socket:
     """Bind the UI's port before anything starts, so a taken port fails at once."""
-    try:
-        from rowcast.broadcaster.server import bind, check_listen
-    except ImportError:
-        return None
     check_listen(host, settings.secret)
     return bind(host, port)
 
@@ -223,15 +215,9 @@ def _start_broadcaster(
     sock: socket.socket | None,
     stop: asyncio.Event,
     started: asyncio.Event,
-) -> asyncio.Task[None] | None:
+) -> asyncio.Task[None]:
     """The broadcaster (HTTP API, feeds, web UI) in this process, as a task that ends
-    when ``stop`` is set. None when the broadcaster package is not installed."""
-    try:
-        from rowcast.broadcaster import create_app, serve
-        from rowcast.ops.commands.broadcaster import broadcaster_config
-    except ImportError as e:
-        log.warning("no broadcaster (%s): running the writer only", e)
-        return None
+    when ``stop`` is set."""
     app = create_app(broadcaster_config(settings))
     level = logging.getLevelName(logging.getLogger().level)
     return asyncio.create_task(

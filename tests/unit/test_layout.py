@@ -4,6 +4,7 @@ follow the data flow, and nothing installed that needs the test extras."""
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -80,9 +81,18 @@ def test_no_command_line_tool_or_generic_top_level_name_outside_the_namespace() 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # Built from a copy, so the checkout gets no build/ folder.
+    src = tmp_path_factory.mktemp("src") / "rowcast"
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", ".typecheck", "*.egg-info", "__pycache__", ".*_cache"
+        ),
+    )
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-         "-w", str(out), str(ROOT)],
+         "-w", str(out), str(src)],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
     return next(out.glob("rowcast-*.whl"))
