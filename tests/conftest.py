@@ -16,10 +16,10 @@ from typing import Any
 import psycopg
 import pytest
 import redis as redis_sync
-from psycopg import sql
 from redis.asyncio import Redis
 
 from rowcast.ops.schema.migrate import migrate
+from tests import databases
 
 REDIS_URL = os.environ.get("ROWCAST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_URL = os.environ.get(
@@ -85,70 +85,26 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 _embedded_fallback()
 
 
-def db_url_for(name: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(ADMIN_URL)
-    info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**info)
-
-
-def _admin() -> psycopg.Connection:
-    return psycopg.connect(ADMIN_URL, autocommit=True)
-
-
 @pytest.fixture(scope="session")
 def template_db() -> Iterator[str]:
-    name = f"rowcast_tpl_{os.getpid()}_{secrets.token_hex(3)}"
-    with _admin() as c:
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    migrate(_as_url(db_url_for(name)))
+    name = databases.create(ADMIN_URL, f"rowcast_tpl_{os.getpid()}")
+    migrate(databases.url_for(ADMIN_URL, name))
     yield name
-    with _admin() as c:
-        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def _as_url(conninfo: str) -> str:
-    """libpq key=value to a postgresql:// URL (what rowcast's settings take)."""
-    info = psycopg.conninfo.conninfo_to_dict(conninfo)
-    host = info.get("host", "127.0.0.1")
-    port = info.get("port", "5432")
-    user = info.get("user", "postgres")
-    password = info.get("password")
-    auth = f"{user}:{password}" if password else str(user)
-    return f"postgresql://{auth}@{host}:{port}/{info['dbname']}"
-
-
-def new_database(template: str) -> str:
-    name = f"rowcast_t_{secrets.token_hex(6)}"
-    with _admin() as c:
-        c.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-                sql.Identifier(name), sql.Identifier(template)
-            )
-        )
-    return name
-
-
-def drop_database(name: str) -> None:
-    with _admin() as c:
-        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    databases.drop(ADMIN_URL, name)
 
 
 @pytest.fixture
 def db_url(template_db: str) -> Iterator[str]:
     """A migrated database of this test's own."""
-    name = new_database(template_db)
-    yield _as_url(db_url_for(name))
-    drop_database(name)
+    with databases.scratch(ADMIN_URL, "rowcast_t", template=template_db) as (_, url):
+        yield url
 
 
 @pytest.fixture
 def empty_db_url() -> Iterator[str]:
     """A database with no schema (for migration tests)."""
-    name = f"rowcast_e_{secrets.token_hex(6)}"
-    with _admin() as c:
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield _as_url(db_url_for(name))
-    drop_database(name)
+    with databases.scratch(ADMIN_URL, "rowcast_e") as (_, url):
+        yield url
 
 
 @pytest.fixture

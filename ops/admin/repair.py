@@ -41,7 +41,7 @@ class Move:
 
 
 @dataclass(frozen=True, slots=True)
-class Plan:
+class Renumbering:
     """What repairing one session does, read before it is done (the session's
     head lock is taken only by the repair itself, so a writer may still add rows
     in between; those keep their numbers)."""
@@ -57,7 +57,7 @@ class Plan:
         return b.rows, last + len(self.moves)
 
 
-def describe(plan: Plan, done: bool) -> str:
+def describe(plan: Renumbering, done: bool) -> str:
     b = plan.before
     nxt, last = plan.head_after()
     what = ", ".join(PROBLEMS.get(p, p) for p in plan.problems)
@@ -101,9 +101,9 @@ def broken(conn: psycopg.Connection[Any]) -> Iterator[tuple[SessionFigures, list
                 yield f, found
 
 
-def plan_for(conn: psycopg.Connection[Any], f: SessionFigures, found: list[str]) -> Plan:
+def plan_for(conn: psycopg.Connection[Any], f: SessionFigures, found: list[str]) -> Renumbering:
     moves = [Move(r, o, n) for r, o, n in conn.execute(sql("repair_plan"), {"session": f.session})]
-    return Plan(f, found, moves)
+    return Renumbering(f, found, moves)
 
 
 def repair_session(conn: psycopg.Connection[Any], session: str) -> list[Change]:
@@ -188,7 +188,7 @@ class Tally:
 
 
 def apply(
-    conn: psycopg.Connection[Any], announcer: Announcer, plan: Plan, tally: Tally
+    conn: psycopg.Connection[Any], announcer: Announcer, plan: Renumbering, tally: Tally
 ) -> list[str]:
     """Repairs one session, announces it after COMMIT; its lines of report."""
     changes = repair_session(conn, plan.before.session)

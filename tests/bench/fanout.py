@@ -41,12 +41,11 @@ from typing import Any, cast
 
 import httpx
 import orjson
-import psycopg
-from psycopg import sql
 from redis.asyncio import Redis
 
 from rowcast.ops.schema.migrate import migrate
 from rowcast.producers import Producer, make_entry
+from tests import databases
 
 ROWCAST = str(Path(sys.executable).parent / "rowcast")
 
@@ -279,13 +278,6 @@ class _Workers:
 # ---------------------------------------------------------------- the run
 
 
-def _db(admin: str, name: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(admin)
-    host, port = info.get("host", "127.0.0.1"), info.get("port", "5432")
-    user = info.get("user", "postgres")
-    return f"postgresql://{user}@{host}:{port}/{name}"
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -357,11 +349,9 @@ def _pct(values: list[float], q: float) -> float:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     redis_url = os.environ.get("ROWCAST_REDIS_URL", "redis://127.0.0.1:6379/0")
     admin = os.environ.get("ROWCAST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    name = f"rowcast_bbench_{secrets.token_hex(4)}"
+    name = databases.create(admin, "rowcast_bbench")
     prefix = f"bbench{secrets.token_hex(3)}"
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    db = _db(admin, name)
+    db = databases.url_for(admin, name)
     migrate(db)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROWCAST_")}
@@ -436,10 +426,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if keys:
             await redis.delete(*keys)
         await producer.close()
-        with psycopg.connect(admin, autocommit=True) as c:
-            c.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        databases.drop(admin, name)
     return out
 
 

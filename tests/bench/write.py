@@ -22,7 +22,6 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg import sql
 from redis.asyncio import Redis
 
 from rowcast.contract.entry import Entry
@@ -31,6 +30,7 @@ from rowcast.ops.schema.migrate import migrate
 from rowcast.producers import Producer, make_entry
 from rowcast.writer.batch import Valid
 from rowcast.writer.store import Store
+from tests import databases
 
 
 def workload(n: int, sessions: int, seed: int = 1) -> list[Entry]:
@@ -47,28 +47,6 @@ def workload(n: int, sessions: int, seed: int = 1) -> list[Entry]:
         body = {"text": "x" * 240, "i": i, "role": "assistant"}
         out.append(make_entry(op, f"session-{s:05d}", row, "assistant", body))
     return out
-
-
-def _db(admin: str, name: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(admin)
-    info["dbname"] = name
-    host, port = info.get("host", "127.0.0.1"), info.get("port", "5432")
-    user = info.get("user", "postgres")
-    return f"postgresql://{user}@{host}:{port}/{name}"
-
-
-def _create(admin: str) -> tuple[str, str]:
-    name = f"rowcast_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = _db(admin, name)
-    migrate(url)
-    return name, url
-
-
-def _drop(admin: str, name: str) -> None:
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 async def bench_writer(redis_url: str, db_url: str, entries: list[Entry]) -> dict[str, Any]:
@@ -182,11 +160,9 @@ def main() -> None:
             lambda url: asyncio.run(bench_writer(redis_url, url, entries)),
         ),
     ):
-        dbname, url = _create(admin)
-        try:
+        with databases.scratch(admin, "rowcast_bench") as (_, url):
+            migrate(url)
             results[name] = run(url)
-        finally:
-            _drop(admin, dbname)
     base = results["naive per-entry INSERT+COMMIT"]["rate"]
     print(f"{'scenario':34} {'entries/s':>10} {'ratio':>7}")
     for name, r in results.items():

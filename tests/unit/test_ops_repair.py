@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from rowcast.ops.admin.repair import Move, Plan, changes_of, describe
+from rowcast.ops.admin.repair import Move, Renumbering, changes_of, describe
 from rowcast.ops.admin.verify import SessionFigures
 
 
 def test_plan_head_and_description() -> None:
     before = SessionFigures("s", True, 2, 4, 5, 5, 0, 6, 7, 0)
-    plan = Plan(before, ["gap", "next_sequence", "last_change"], [Move("r5", 6, 4)])
+    plan = Renumbering(before, ["gap", "next_sequence", "last_change"], [Move("r5", 6, 4)])
     assert plan.head_after() == (5, 8)
     text = describe(plan, done=False)
     assert "would renumber 1 rows" in text
@@ -19,7 +19,7 @@ def test_plan_head_and_description() -> None:
 
 def test_an_unfixable_problem_is_named() -> None:
     before = SessionFigures("s", True, 1, 1, 1, 1, 0, 0, 1, -1)
-    text = describe(Plan(before, ["negative_revision"], []), done=True)
+    text = describe(Renumbering(before, ["negative_revision"], []), done=True)
     assert "renumbered 0 rows" in text and "not fixed by repair: a revision is negative" in text
 
 
