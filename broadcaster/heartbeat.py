@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -15,20 +16,13 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 
 
+@dataclass
 class Heartbeat:
-    def __init__(
-        self,
-        redis: Redis,
-        key: str,
-        info: Callable[[], dict[str, Any]],
-        every: float = 5.0,
-        ttl: int = 15,
-    ) -> None:
-        self.redis = redis
-        self.key = key
-        self.info = info
-        self.every = every
-        self.ttl = ttl
+    redis: Redis
+    key: str
+    info: Callable[[], dict[str, Any]]
+    every: float = 5.0
+    ttl: int = 15
 
     async def beat(self) -> None:
         await self.redis.set(self.key, orjson.dumps(self.info()), ex=self.ttl)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql as pgsql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from rowcast.broadcaster.item import Item, from_change
@@ -29,6 +30,17 @@ _SQL = Path(__file__).parent / "sql"
 @cache
 def sql(name: str) -> bytes:
     return (_SQL / f"{name}.sql").read_bytes()
+
+
+def _rows_page(towards: str, order: str, back: str) -> pgsql.Composed:
+    return pgsql.SQL(sql("rows_page").decode()).format(
+        towards=pgsql.SQL(towards), order=pgsql.SQL(order), back=pgsql.SQL(back)
+    )
+
+
+_ROWS_FORWARD = _rows_page(">", "ASC", "<=")
+_ROWS_BACKWARD = _rows_page("<", "DESC", ">=")
+_PAST_EVERY_SEQUENCE = (1 << 63) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +137,18 @@ class Store:
         self, session: str, before: int | None, after: int | None, limit: int
     ) -> Page | None:
         """Rows ascending by sequence; None when the session does not exist."""
-        params: dict[str, Any] = {"session": session, "limit": limit}
-        if before is not None:
-            name, params["before"] = "rows_before", before
-        elif after is not None:
-            name, params["after"] = "rows_after", after
-        else:
-            name = "rows_newest"
-        result = await self._fetch(name, params)
+        forward = before is None and after is not None
+        # The newest rows are the ones below a cursor past every sequence.
+        cursor = after if forward else (before if before is not None else _PAST_EVERY_SEQUENCE)
+        query = _ROWS_FORWARD if forward else _ROWS_BACKWARD
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(
+                    query, {"session": session, "cursor": cursor, "limit": limit}
+                )
+                result = await cur.fetchall()
+        except (psycopg.Error, PoolTimeout, OSError) as e:
+            raise _unavailable(e) from e
         if not result:
             return None
         head = result[0]
@@ -143,7 +159,7 @@ class Store:
         ]
         extra = len(rows) > limit
         rows = rows[:limit]
-        if name == "rows_after":
+        if forward:
             more_before, more_after = bool(head[2]), extra
         else:
             rows.reverse()

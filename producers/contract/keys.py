@@ -28,15 +28,19 @@ class Keys:
     prefix: str = "rowcast"
 
     def entries(self, shard: int) -> str:
+        """Stream: the connectors' unsequenced entries (consumer group ``writer``)."""
         return f"{self.prefix}:{{{shard}}}:entries"
 
     def rows(self, shard: int) -> str:
+        """Stream: every persisted change of the shard, in commit order."""
         return f"{self.prefix}:{{{shard}}}:rows"
 
     def dead(self, shard: int) -> str:
+        """Stream: entries that can never be persisted, with the reason."""
         return f"{self.prefix}:{{{shard}}}:dead"
 
     def reply(self, shard: int, token: str) -> str:
+        """List: the receipt of the entry that asked for one with ``token``; expires."""
         return f"{self.prefix}:{{{shard}}}:reply:{token}"
 
     def lease(self, shard: int) -> str:
