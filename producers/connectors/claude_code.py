@@ -66,21 +66,21 @@ without text (turn durations, hook summaries); other ``progress`` types
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from pathlib import Path
 from typing import Any
 
 from rowcast.producers.connectors import command
+from rowcast.producers.connectors.prompts import Queue
 from rowcast.producers.connectors.row import RowOp, clipped_input, text_body, tool_body
 from rowcast.producers.connectors.tail import Source
+from rowcast.producers.connectors.titles import Titles
 
 log = logging.getLogger(__name__)
 
 NAME = "claude-code"
 _MAX_PENDING = 500
-_MAX_WAITING = 100
 
 _QUIET = frozenset(
     {
@@ -94,7 +94,7 @@ _QUIET = frozenset(
         "saved_hook_context",
     }
 )
-_TITLES = frozenset({"ai-title", "custom-title"})
+_MESSAGES = frozenset({"user", "assistant", "system"})
 _AGENT_TOOLS = frozenset({"Task", "Agent"})
 _INTERRUPTED = "[Request interrupted by user"
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -139,10 +139,6 @@ def flatten(content: Any) -> str:
     return str(content)
 
 
-def _key(text: str) -> str:
-    return hashlib.sha1(text.strip().encode("utf-8", "replace")).hexdigest()[:16]
-
-
 def _usage(message: dict[str, Any]) -> dict[str, int] | None:
     usage = message.get("usage")
     if not isinstance(usage, dict):
@@ -158,28 +154,16 @@ class Mapper:
         saved = saved or {}
         # tool_use id -> {"name", "input", "ts", flags}: calls still waiting for their result
         self.pending: dict[str, dict[str, Any]] = dict(saved.get("pending") or {})
-        # prompts queued while the agent was busy: key of the text -> row id
-        self.queued: dict[str, str] = dict(saved.get("queued") or {})
-        # summaries whose leaf has not been seen yet: leaf -> text
-        self.summaries: dict[str, str] = dict(saved.get("summaries") or {})
-        # the first 8 hex digits of every uuid seen (enough to tell this file's
-        # messages from another file's, at 9 bytes a line in the saved state)
-        seen = str(saved.get("seen") or "")
-        self.seen: set[str] = {seen[i : i + 8] for i in range(0, len(seen), 8)}
-        self.title: str | None = saved.get("title")
+        self.queue = Queue(saved)
+        self.titles = Titles(saved)
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "pending": self.pending,
-            "queued": self.queued,
-            "summaries": self.summaries,
-            "seen": "".join(sorted(self.seen)),
-            "title": self.title,
-        }
+        return {"pending": self.pending, **self.queue.snapshot(), **self.titles.snapshot()}
 
     def feed(self, record: dict[str, Any], offset: int) -> list[RowOp]:
         kind = record.get("type")
-        ops = self._leaf(record)
+        uuid = record.get("uuid")
+        ops = self.titles.saw(uuid) if isinstance(uuid, str) and kind in _MESSAGES else []
         if kind == "user":
             ops += self._user(record)
         elif kind == "assistant":
@@ -189,65 +173,18 @@ class Mapper:
         elif kind == "system":
             ops += self._system(record)
         elif kind == "summary":
-            ops += self._summary(record)
+            ops += self.titles.summary(record)
         elif kind == "queue-operation":
-            ops += self._queue(record, offset)
+            ops += self.queue.operation(record, offset)
         elif kind == "attachment":
             ops += self._attachment(record)
-        elif kind in _TITLES:
-            ops += self._title(record)
+        elif kind in ("ai-title", "custom-title"):
+            ops += self.titles.named(record)
         elif kind not in _QUIET:
             log.debug("claude-code: skipping a record of unknown type %r", kind)
         return ops
 
     # --- records ------------------------------------------------------------------
-
-    def _leaf(self, rec: dict[str, Any]) -> list[RowOp]:
-        """Remember this line's uuid; a summary that was waiting for it is shown now."""
-        uuid = rec.get("uuid")
-        if not isinstance(uuid, str) or rec.get("type") not in ("user", "assistant", "system"):
-            return []
-        self.seen.add(uuid[:8])
-        text = self.summaries.pop(uuid, None)
-        return (
-            [] if text is None else [RowOp("upsert", f"summary:{uuid}", "summary", text_body(text))]
-        )
-
-    def _summary(self, rec: dict[str, Any]) -> list[RowOp]:
-        leaf = rec.get("leafUuid")
-        text = rec.get("summary")
-        if not isinstance(text, str) or not isinstance(leaf, str) or not leaf:
-            return []
-        if leaf[:8] in self.seen:
-            return [RowOp("upsert", f"summary:{leaf}", "summary", text_body(text))]
-        self.summaries[leaf] = text  # its leaf may come later in this file, or never
-        while len(self.summaries) > _MAX_WAITING:
-            self.summaries.pop(next(iter(self.summaries)))
-        return []
-
-    def _title(self, rec: dict[str, Any]) -> list[RowOp]:
-        text = rec.get("aiTitle") or rec.get("customTitle") or rec.get("title")
-        if not isinstance(text, str) or not text.strip() or text == self.title:
-            return []  # 2.1 repeats the same title after every turn
-        self.title = text
-        return [RowOp("upsert", "title", "summary", text_body(text, title=rec.get("type")))]
-
-    def _queue(self, rec: dict[str, Any], offset: int) -> list[RowOp]:
-        operation = rec.get("operation")
-        text = rec.get("content")
-        if operation == "enqueue" and isinstance(text, str) and text.strip():
-            row = f"queued:{offset}"
-            self.queued[_key(text)] = row
-            while len(self.queued) > _MAX_WAITING:
-                self.queued.pop(next(iter(self.queued)))
-            body = text_body(text, ts=rec.get("timestamp"), queued=True)
-            return [RowOp("upsert", row, "user", body)]
-        if operation == "remove" and isinstance(text, str):
-            row = self.queued.pop(_key(text), None)
-            if row is not None:
-                body = text_body(text, ts=rec.get("timestamp"), queued="removed")
-                return [RowOp("upsert", row, "user", body)]
-        return []
 
     def _attachment(self, rec: dict[str, Any]) -> list[RowOp]:
         att = rec.get("attachment")
@@ -256,7 +193,7 @@ class Mapper:
         prompt = att.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             return []
-        row = self.queued.pop(_key(prompt), None) or rec.get("uuid")
+        row = self.queue.delivered(prompt) or rec.get("uuid")
         if not isinstance(row, str):
             return []
         body = self._flags(rec, text_body(prompt, ts=rec.get("timestamp")))
@@ -311,7 +248,7 @@ class Mapper:
                 return []
             body = text_body(parsed.text, subtype="command_output", ts=ts)
             return [RowOp("append", row, "system", self._flags(rec, body))]
-        queued = self.queued.pop(_key(text), None)
+        queued = self.queue.delivered(text)
         if queued is not None:  # shown once: the queued row becomes the delivered prompt
             return [RowOp("upsert", queued, "user", self._flags(rec, text_body(text, ts=ts)))]
         return [RowOp("append", row, "user", self._flags(rec, text_body(text, ts=ts)))]

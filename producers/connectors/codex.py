@@ -197,7 +197,9 @@ def _output(output: Any) -> Result:
         except ValueError:
             data = None
         if isinstance(data, dict) and isinstance(data.get("output"), str):
-            meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+            meta: dict[str, Any] = (
+                data["metadata"] if isinstance(data.get("metadata"), dict) else {}
+            )
             code = meta.get("exit_code")
             code = code if isinstance(code, int) and not isinstance(code, bool) else None
             out = data["output"]

@@ -107,7 +107,7 @@ def sanitize(body: dict[str, Any]) -> dict[str, Any]:
     if not changed:
         return body
     cleaned["sanitized"] = SANITIZED_NOTE
-    return cleaned  # type: ignore[no-any-return]
+    return cleaned
 
 
 def text_body(text: str, limit: int = TEXT_LIMIT, **extra: Any) -> dict[str, Any]:
