@@ -38,9 +38,9 @@ class Queue:
                 self.waiting.pop(next(iter(self.waiting)))
             return [RowOp("upsert", row, "user", text_body(text, ts=ts, queued=True))]
         if op == "remove":
-            row = self.waiting.pop(_key(text), None)
-            if row is not None:
-                return [RowOp("upsert", row, "user", text_body(text, ts=ts, queued="removed"))]
+            taken = self.waiting.pop(_key(text), None)
+            if taken is not None:
+                return [RowOp("upsert", taken, "user", text_body(text, ts=ts, queued="removed"))]
         return []
 
     def delivered(self, text: str) -> str | None:
