@@ -10,6 +10,10 @@ import asyncio
 import os
 import random
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -246,3 +250,38 @@ async def test_oversized_and_jsonb_hostile_calls_reach_their_final_status(
     assert rows["nul"]["output"] == "ab" and "sanitized" in rows["nul"]
     assert rows["sur"]["output"] == "a\ufffdb" and "sanitized" in rows["sur"]
     assert await aredis.xlen(Keys(writer.prefix).dead(0)) == 0
+
+
+async def test_connect_since_skips_old_files_and_refuses_a_bad_duration(
+    writer: Settings, tmp_path: Path, redis_url: str
+) -> None:
+    """`rowcast connect codex --since 2d` as a process: a rollout last written a week
+    ago stays out, a recent one comes in; a bad duration is exit 2 with one line."""
+    db = writer.database_url
+    assert db is not None
+    rowcast = str(Path(sys.executable).with_name("rowcast"))
+    root = tmp_path / "sessions"
+    old, new = (c for c in MANIFEST if "0.58.0" in c["fixture"] or "0.135.0" in c["fixture"])
+    for case in (old, new):
+        target = root / case["target"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REAL / case["fixture"], target)
+    week_ago = time.time() - 7 * 86400
+    os.utime(root / old["target"], (week_ago, week_ago))
+    env = {**os.environ, "ROWCAST_REDIS_URL": redis_url, "ROWCAST_PREFIX": writer.prefix,
+           "ROWCAST_DATA_DIR": str(tmp_path / "data")}  # fmt: skip
+    env.pop("ROWCAST_DATABASE_URL", None)
+
+    bad = subprocess.run([rowcast, "connect", "codex", "--dir", str(root), "--since", "yesterday"],
+                         env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "duration" in bad.stderr
+
+    cmd = [rowcast, "connect", "codex", "--dir", str(root), "--since", "2d"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        await _until(_settled(db, new["session"], expected(new)), "the recent rollout's rows")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()
+    assert _rows(db, old["session"]) == []

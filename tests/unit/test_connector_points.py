@@ -481,3 +481,19 @@ def test_since_durations() -> None:
     assert connect.duration("90m") == 5400
     with pytest.raises(argparse.ArgumentTypeError):
         connect.duration("yesterday")
+
+
+def test_claude_agent_progress_links_the_running_task_to_its_subagent() -> None:
+    # progress line of a running Task: parentToolUseID + data.agentId (field names of
+    # Claude Code 2.1 progress lines; no real sample was found)
+    session = "7f2abd2d-7cfc-4447-9ddd-3ca8d14e02e9"
+    use = _cc("a-1", "assistant", [{"type": "tool_use", "id": "t1", "name": "Task", "input": {}}])
+    data = {"type": "agent_progress", "agentId": "a22b0b39"}
+    progress = {"type": "progress", "uuid": "p-1", "sessionId": session, "parentToolUseID": "t1",
+                "toolUseID": "agent_msg_1", "data": data}  # fmt: skip
+    again = {**progress, "uuid": "p-2"}
+    result = _cc("u-1", "user", [{"type": "tool_result", "tool_use_id": "t1", "content": "done"}])
+    ops = feed(claude_code.Mapper(), [use, progress, again, result])
+    assert [op.body["status"] for op in ops] == ["pending", "running", "completed"]
+    link = f"claude-code:{session}:agent-a22b0b39"
+    assert all(op.body["subagent"] == link for op in ops[1:])
