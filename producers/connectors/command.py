@@ -53,6 +53,8 @@ def parse(text: str) -> Command | Output | None:
         return Command(name, strip_ansi(tags.get("command-args", "")).strip())
     if "bash-input" in tags:
         return Command("!", strip_ansi(tags["bash-input"]).strip())
+    if set(tags) == {"local-command-caveat"}:  # Claude Code's own notice, not output
+        return Output("")
     outputs = [strip_ansi(v).strip() for k, v in tags.items() if k in _OUTPUT_TAGS]
     if outputs or set(tags) <= _COMMAND_TAGS:
         return Output("\n".join(o for o in outputs if o))

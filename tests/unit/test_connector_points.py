@@ -497,3 +497,17 @@ def test_claude_agent_progress_links_the_running_task_to_its_subagent() -> None:
     assert [op.body["status"] for op in ops] == ["pending", "running", "completed"]
     link = f"claude-code:{session}:agent-a22b0b39"
     assert all(op.body["subagent"] == link for op in ops[1:])
+
+
+def test_claude_command_parsing_keeps_prose_that_quotes_tags() -> None:
+    m = claude_code.Mapper()
+    (prose,) = m.feed(_cc("u-1", "user", "why does <command-name>/x</command-name> show up?"), 0)
+    assert (prose.kind, prose.body["text"]) == (
+        "user",
+        "why does <command-name>/x</command-name> show up?",
+    )
+    (bang,) = m.feed(_cc("u-2", "user", "<bash-input>ls -la</bash-input>"), 1)
+    assert (bang.kind, bang.body["text"]) == ("command", "! ls -la")
+    caveat = "<local-command-caveat>Caveat: the messages below …</local-command-caveat>"
+    assert m.feed(_cc("u-3", "user", caveat), 2) == []
+    assert m.feed(_cc("u-4", "user", "<local-command-stdout></local-command-stdout>"), 3) == []
