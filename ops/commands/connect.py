@@ -1,5 +1,11 @@
-"""``rowcast connect claude-code|codex [--dir DIR]``: follow an agent's transcripts
-and push their rows, remembering where it stopped (in ROWCAST_DATA_DIR/connectors/).
+"""``rowcast connect claude-code|codex [--dir DIR] [--since DURATION]``: follow an
+agent's transcripts and push their rows, remembering where it stopped (in
+ROWCAST_DATA_DIR/connectors/).
+
+``--since 30d`` (units ``s m h d w``, combinable: ``1d12h``) leaves alone the files
+last written longer ago than that when the connector starts, so a first run on a
+machine with months of history imports only the recent sessions; a file already
+being followed, or written to again later, is read as usual.
 
 Default folders: Claude Code's ``$CLAUDE_CONFIG_DIR/projects`` (else
 ``~/.claude/projects``); Codex's ``$CODEX_HOME/sessions`` (else ``~/.codex/sessions``).
@@ -12,6 +18,8 @@ import argparse
 import asyncio
 import logging
 import os
+import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -51,9 +59,29 @@ def redis_url(settings: Settings) -> str:
     return found[0]
 
 
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"(?:\d+[smhdw])+")
+
+
+def duration(text: str) -> float:
+    """Seconds in ``30d``, ``12h``, ``1d12h``, ``90m``, ``45s``, ``2w``."""
+    t = text.strip().lower()
+    if not _DURATION.fullmatch(t):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration (a number and a unit s, m, h, d or w: 30d, 12h, 1d12h)"
+        )
+    return float(sum(int(n) * _UNIT[u] for n, u in re.findall(r"(\d+)([smhdw])", t)))
+
+
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", choices=["claude-code", "codex"])
     p.add_argument("--dir", help="where the transcripts are")
+    p.add_argument(
+        "--since",
+        type=duration,
+        metavar="DURATION",
+        help="skip files last written longer ago than this (30d, 12h, 1d12h)",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -62,6 +90,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     root = root.resolve()
     url = redis_url(settings)
     state = state_path(settings.data_dir, source.name, root)
+    since = None if args.since is None else time.time() - args.since
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -69,7 +98,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         producer = Producer.from_url(
             url, prefix=settings.prefix, shards=settings.shards, max_body=settings.max_body
         )
-        tailer = Tailer(source, root, state, producer)
+        tailer = Tailer(source, root, state, producer, since=since)
         log.info("following %s transcripts in %s (offsets in %s)", source.name, root, state)
         try:
             await tailer.run(stop)

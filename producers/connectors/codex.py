@@ -32,10 +32,34 @@ appended to, so the id is stable across re-reads. Tool calls use their ``call_id
 | ``patch_apply_end`` | | or ``failed`` | |
 | web search | ``@offset`` | append, ``completed`` | ``tool`` |
 
+| ``compacted`` (the summary that replaces older history) | ``@offset`` | append | ``compaction`` |
+| ``turn_aborted`` event (the user interrupted) | ``@offset`` | append | ``interruption`` |
+
 A call's result appears twice (``exec_command_end`` and the ``function_call_output``
-mirror): the first one completes the row, the second is ignored. Scaffolding user
-messages (``<environment_context>``, ``<user_instructions>``, AGENTS.md text) and
-``developer``/``system`` messages are not turns and are skipped.
+mirror): the first one completes the row, the second is ignored. Codex does not
+keep a call's ``success`` flag in the rollout, so a result says whether it failed
+only in its text, in one of the shapes Codex has written (tests/fixtures/real):
+a JSON text ``{"output", "metadata": {"exit_code", "duration_seconds"}}`` (0.4x-0.5x),
+a header ``Exit code: N / Wall time: S seconds / Output:`` (0.6x), the unified-exec
+header ``Chunk ID / Wall time / Process exited with code N / Output:`` (0.1xx), the
+``exec_command_end`` event (``exit_code``, ``duration``), or an error text
+(``failed in sandbox …``, ``execution error: …``, ``patch rejected by user``, …).
+A non-zero exit code or an error text is ``failed``; the exit code and the
+duration (``exit_code``, ``duration_ms``) are kept in the tool body.
+
+An assistant row gets the ``usage`` of the ``token_count`` event that follows it
+(its ``last_token_usage``) by an upsert, and ``model`` from the ``turn_context``.
+A user message keeps only what follows "## My request for Codex:" (the IDE
+extensions put the open files and tabs above it).
+
+Skipped on purpose: scaffolding user messages (``<environment_context>``,
+``<user_instructions>``, AGENTS.md text, ``<turn_aborted>``) and ``developer``/
+``system`` messages (instructions, not turns); reasoning without a summary
+(encrypted only); ``ghost_snapshot`` (an undo checkpoint: a git commit id);
+``session_meta`` and ``turn_context`` (settings; the model is kept); the
+``event_msg`` mirrors of response items (``user_message``, ``agent_message``,
+``agent_reasoning``) and status events (``token_count`` but for its usage,
+``task_started``, ``task_complete``, ``context_compacted``, output deltas).
 """
 
 from __future__ import annotations
@@ -43,6 +67,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +91,23 @@ _SCAFFOLDING = (
     "<user_shell_command>",
     "<turn_aborted>",
 )
+_IDE_REQUEST = "## My request for Codex:"
+_FAILURE_TEXT = (
+    "failed in sandbox",
+    "execution error:",
+    "patch rejected by user",
+    "exec command rejected by user",
+    "command timed out",
+    "aborted by user",
+)
+_HEADER = re.compile(
+    r"(?:Command: [^\n]*\n)?(?:Chunk ID: [^\n]*\n)?"
+    r"(?:Exit code: (?P<exit>-?\d+)\n)?"
+    r"(?:Wall time: (?P<wall>[0-9.]+) seconds\n)?"
+    r"(?:Process exited with code (?P<code>-?\d+)\n|Process running with session ID [^\n]*\n)?"
+    r"(?:Original token count: [^\n]*\n)?(?:Total output lines: [^\n]*\n)?"
+    r"Output:\n"
+)
 _ITEM_TYPES = frozenset(
     {
         "message",
@@ -88,7 +130,7 @@ _QUIET_EVENTS = frozenset(
         "token_count",
         "task_started",
         "task_complete",
-        "turn_aborted",
+        "context_compacted",
         "patch_apply_begin",
         "web_search_begin",
         "web_search_end",
@@ -119,23 +161,72 @@ def _text(content: Any) -> str:
     return "\n".join(parts)
 
 
-def _output(output: Any) -> tuple[str, bool]:
-    """A tool output's text and whether it reports a failure."""
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A tool output as Codex wrote it, read back."""
+
+    text: str
+    failed: bool
+    exit_code: int | None = None
+    duration_ms: int | None = None
+
+
+def _ms(seconds: Any) -> int | None:
+    try:
+        return round(float(seconds) * 1000)
+    except (TypeError, ValueError):
+        return None
+
+
+def _failed_text(text: str) -> bool:
+    return text.lstrip().lower().startswith(_FAILURE_TEXT)
+
+
+def _output(output: Any) -> Result:
+    """A tool output's text, whether it reports a failure, its exit code and duration."""
     if isinstance(output, dict):  # older releases: {"content": ..., "success": bool}
-        return _text(output.get("content")), output.get("success") is False
+        text = _text(output.get("content"))
+        return Result(text, output.get("success") is False or _failed_text(text))
     if isinstance(output, list):
-        return _text(output), False
+        text = _text(output)
+        return Result(text, _failed_text(text))
     text = "" if output is None else str(output)
-    # Some releases wrap the output as JSON text {"output": ..., "metadata": {"exit_code": n}}
-    if text.startswith("{") and '"output"' in text:
+    if text.startswith("{") and '"output"' in text:  # 0.4x-0.5x: JSON with metadata
         try:
             data = json.loads(text)
         except ValueError:
-            return text, False
+            data = None
         if isinstance(data, dict) and isinstance(data.get("output"), str):
-            code = (data.get("metadata") or {}).get("exit_code")
-            return data["output"], isinstance(code, int) and code != 0
-    return text, False
+            meta: dict[str, Any] = (
+                data["metadata"] if isinstance(data.get("metadata"), dict) else {}
+            )
+            code = meta.get("exit_code")
+            code = code if isinstance(code, int) and not isinstance(code, bool) else None
+            out = data["output"]
+            failed = code not in (0, None) or _failed_text(out)
+            return Result(out, failed, code, _ms(meta.get("duration_seconds")))
+    m = _HEADER.match(text)
+    if m and (m["exit"] or m["code"] or m["wall"]):  # 0.6x and unified exec: a text header
+        raw = m["exit"] or m["code"]
+        code = int(raw) if raw is not None else None
+        out = text[m.end() :]
+        return Result(out, code not in (0, None), code, _ms(m["wall"]))
+    return Result(text, _failed_text(text))
+
+
+def _duration(value: Any) -> int | None:
+    """``exec_command_end``'s duration: ``{"secs", "nanos"}`` (serde's Duration) or seconds."""
+    if isinstance(value, dict):
+        secs, nanos = value.get("secs"), value.get("nanos")
+        if isinstance(secs, int) and isinstance(nanos, int):
+            return secs * 1000 + nanos // 1_000_000
+        return None
+    return _ms(value) if isinstance(value, int | float) else None
+
+
+def _user_text(text: str) -> str:
+    at = text.find(_IDE_REQUEST)
+    return text[at + len(_IDE_REQUEST) :].strip() if at >= 0 else text
 
 
 def _arguments(raw: Any) -> Any:
@@ -155,9 +246,11 @@ class Mapper:
         self.pending: dict[str, dict[str, Any]] = dict(saved.get("pending") or {})
         self.done: list[str] = list(saved.get("done") or [])
         self.model: str | None = saved.get("model")
+        # the last assistant row, until the token_count event that carries its usage
+        self.last: dict[str, Any] | None = saved.get("last")
 
     def snapshot(self) -> dict[str, Any]:
-        return {"pending": self.pending, "done": self.done, "model": self.model}
+        return {"pending": self.pending, "done": self.done, "model": self.model, "last": self.last}
 
     def feed(self, record: dict[str, Any], offset: int) -> list[RowOp]:
         kind = record.get("type")
@@ -170,14 +263,20 @@ class Mapper:
                 log.debug("codex: skipping a %r line without payload", kind)
             return []
         if kind == "response_item":
+            self.last = None
             return self._item(payload, offset, ts)
         if kind == "event_msg":
-            return self._event(payload, ts)
+            return self._event(payload, offset, ts)
         if kind == "turn_context":
             model = payload.get("model")
             self.model = model if isinstance(model, str) else self.model
             return []
-        if kind in ("session_meta", "compacted"):
+        if kind == "compacted":
+            text = payload.get("message")
+            if not isinstance(text, str) or not text.strip():
+                return []
+            return [RowOp("append", f"@{offset}", "compaction", text_body(text, ts=ts))]
+        if kind == "session_meta":
             return []
         log.debug("codex: skipping a record of unknown type %r", kind)
         return []
@@ -191,15 +290,22 @@ class Mapper:
             role = item.get("role")
             text = _text(item.get("content"))
             if role == "user":
-                if not text.strip() or text.lstrip().startswith(_SCAFFOLDING):
+                if text.lstrip().startswith(_SCAFFOLDING):
+                    return []
+                text = _user_text(text)
+                if not text.strip():
                     return []
                 return [RowOp("append", row, "user", text_body(text, ts=ts))]
             if role == "assistant":
-                return [RowOp("append", row, "assistant", text_body(text, model=self.model, ts=ts))]
+                if not text.strip():
+                    return []
+                body = text_body(text, model=self.model, ts=ts)
+                self.last = {"row": row, "body": body}
+                return [RowOp("append", row, "assistant", body)]
             return []  # developer / system: instructions, not turns
         if itype == "reasoning":
             text = _text(item.get("summary"))
-            if not text:  # encrypted only
+            if not text.strip():  # encrypted only
                 return []
             return [RowOp("append", row, "thinking", text_body(text, ts=ts))]
         if itype in ("function_call", "custom_tool_call"):
@@ -210,8 +316,7 @@ class Mapper:
             call = item.get("call_id") or item.get("id")
             return self._call(call, "local_shell", {"command": action.get("command")}, ts)
         if itype in ("function_call_output", "custom_tool_call_output"):
-            text, failed = _output(item.get("output"))
-            return self._finish(item.get("call_id"), text, failed, ts)
+            return self._finish(item.get("call_id"), _output(item.get("output")), ts)
         if itype == "web_search_call":
             body = tool_body("web_search", item.get("action"), "completed", ts=ts)
             return [RowOp("append", row, "tool", body)]
@@ -222,21 +327,26 @@ class Mapper:
         if not isinstance(call, str) or not call:
             raise ValueError("tool call without call_id")
         tool_input, cut = clipped_input(args)
-        self.pending[call] = {"name": str(name or "unknown"), "input": tool_input, "ts": ts}
+        known = {"name": str(name or "unknown"), "input": tool_input, "ts": ts}
+        if cut:
+            known["truncated"] = True
+        self.pending[call] = known
         while len(self.pending) > _MAX_REMEMBERED:
             self.pending.pop(next(iter(self.pending)))
-        body = tool_body(str(name or "unknown"), tool_input, "pending", ts=ts,
-                         truncated=True if cut else None)  # fmt: skip
-        return [RowOp("upsert", call, "tool", body)]
+        return [RowOp("upsert", call, "tool", self._running(known, "pending"))]
+
+    @staticmethod
+    def _running(known: dict[str, Any], status: str) -> dict[str, Any]:
+        return tool_body(
+            known["name"],
+            known["input"],
+            status,
+            ts=known.get("ts"),
+            truncated=known.get("truncated"),
+        )
 
     def _finish(
-        self,
-        call: Any,
-        output: str,
-        failed: bool,
-        ts: Any,
-        exit_code: int | None = None,
-        fallback: dict[str, Any] | None = None,
+        self, call: Any, result: Result, ts: Any, fallback: dict[str, Any] | None = None
     ) -> list[RowOp]:
         if not isinstance(call, str) or not call:
             raise ValueError("tool output without call_id")
@@ -247,22 +357,22 @@ class Mapper:
         del self.done[:-_MAX_REMEMBERED]
         body = tool_body(
             known.get("name", "unknown"), known.get("input"),
-            "failed" if failed else "completed", output,
-            exit_code=exit_code, ts=known.get("ts"), ended=ts,
+            "failed" if result.failed else "completed", result.text,
+            exit_code=result.exit_code, duration_ms=result.duration_ms,
+            ts=known.get("ts"), ended=ts, truncated=known.get("truncated"),
         )  # fmt: skip
         return [RowOp("upsert", call, "tool", body)]
 
     # --- display log --------------------------------------------------------------
 
-    def _event(self, ev: dict[str, Any], ts: Any) -> list[RowOp]:
+    def _event(self, ev: dict[str, Any], offset: int, ts: Any) -> list[RowOp]:
         etype = ev.get("type")
         call = ev.get("call_id")
         if etype == "exec_command_begin":
             known = self.pending.get(call) if isinstance(call, str) else None
             if known is None or call in self.done:
                 return []
-            body = tool_body(known["name"], known["input"], "running", ts=known.get("ts"))
-            return [RowOp("upsert", call, "tool", body)]  # type: ignore[arg-type]
+            return [RowOp("upsert", call, "tool", self._running(known, "running"))]  # type: ignore[arg-type]
         if etype == "exec_command_end":
             code = ev.get("exit_code")
             out = ev.get("aggregated_output")
@@ -270,14 +380,33 @@ class Mapper:
                 out = "".join(s for s in (ev.get("stdout"), ev.get("stderr")) if isinstance(s, str))
             code = code if isinstance(code, int) else None
             failed = code not in (0, None) or ev.get("status") in ("failed", "declined")
+            result = Result(out, failed, code, _duration(ev.get("duration")))
             command = {"name": "shell", "input": {"command": ev.get("command")}}
-            return self._finish(call, out, failed, ts, exit_code=code, fallback=command)
+            return self._finish(call, result, ts, fallback=command)
         if etype == "patch_apply_end":
             out = "".join(s for s in (ev.get("stdout"), ev.get("stderr")) if isinstance(s, str))
-            return self._finish(call, out, ev.get("success") is False, ts)
+            return self._finish(call, Result(out, ev.get("success") is False), ts)
+        if etype == "turn_aborted":
+            reason = ev.get("reason")
+            reason = reason if isinstance(reason, str) and reason else None
+            text = f"Turn aborted ({reason})" if reason else "Turn aborted"
+            body = text_body(text, reason=reason, ts=ts)
+            return [RowOp("append", f"@{offset}", "interruption", body)]
+        if etype == "token_count":
+            return self._usage(ev)
         if etype not in _QUIET_EVENTS:
             log.debug("codex: skipping a %r event", etype)
         return []
+
+    def _usage(self, ev: dict[str, Any]) -> list[RowOp]:
+        info = ev.get("info")
+        usage = info.get("last_token_usage") if isinstance(info, dict) else None
+        if self.last is None or not isinstance(usage, dict):
+            return []
+        kept = {k: v for k, v in usage.items() if k.endswith("_tokens") and isinstance(v, int)}
+        row, body = self.last["row"], {**self.last["body"], "usage": kept}
+        self.last = None
+        return [RowOp("upsert", row, "assistant", body)]
 
 
 SOURCE = Source(NAME, session_of, Mapper)

@@ -35,7 +35,7 @@ import orjson
 
 from rowcast.contract.entry import Entry
 from rowcast.contract.errors import ConfigError, InvalidEntry, Unavailable
-from rowcast.producers.connectors.row import RowOp
+from rowcast.producers.connectors.row import RowOp, sanitize
 from rowcast.producers.producer import Producer, make_entry
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ class Tailer:
         poll: float = 0.5,
         chunk: int = 1 << 20,
         max_line: int = 64 << 20,
+        since: float | None = None,
     ) -> None:
         self.source = source
         self.root = root
@@ -105,6 +106,9 @@ class Tailer:
         self.poll = poll
         self.chunk = chunk
         self.max_line = max_line
+        self.since = since
+        """A time (epoch seconds): files last written before it are not read, unless
+        they were being followed already."""
         self.files: dict[str, FileState] = {}
         self.mappers: dict[str, Mapper] = {}
         self.stats = Stats()
@@ -222,6 +226,8 @@ class Tailer:
                     mtime = path.stat().st_mtime
                 except OSError:
                     continue
+                if self.since is not None and mtime < self.since and key not in self.files:
+                    continue
                 found.append((mtime, key, path))
         found.sort()  # oldest first: history arrives in about the order it happened
         return [(k, p) for _, k, p in found]
@@ -315,9 +321,14 @@ class Tailer:
             try:
                 record = orjson.loads(line)
             except orjson.JSONDecodeError as e:
-                self.stats.malformed += 1
-                log.warning("%s:%d: skipped a line that is not JSON (%s)", path, lineno, e)
-                continue
+                # orjson refuses a lone surrogate escape (\\ud800), which is valid
+                # JSON text; the stdlib reads it, and sanitize() replaces it below.
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    self.stats.malformed += 1
+                    log.warning("%s:%d: skipped a line that is not JSON (%s)", path, lineno, e)
+                    continue
             if not isinstance(record, dict):
                 self.stats.malformed += 1
                 log.warning("%s:%d: skipped a line that is not a JSON object", path, lineno)
@@ -331,10 +342,9 @@ class Tailer:
                 continue
             for op in ops:
                 try:
+                    body = sanitize(op.body)
                     entries.append(
-                        make_entry(
-                            op.op, fs.session, op.row, op.kind, op.body, self.producer.max_body
-                        )
+                        make_entry(op.op, fs.session, op.row, op.kind, body, self.producer.max_body)
                     )
                 except InvalidEntry as e:
                     self.stats.unmapped += 1
