@@ -60,9 +60,7 @@ def make_entry(
     raw = encode_body(body)
     checked = check_op(op)
     check_body(raw, max_body, checked)
-    return Entry(
-        checked, check_id("session", session), check_id("row", row), check_kind(kind), raw
-    )
+    return Entry(checked, check_id("session", session), check_id("row", row), check_kind(kind), raw)
 
 
 class Producer:

@@ -117,7 +117,7 @@ class Merged:
         return orjson.dumps(joined)
 
 
-_STEP = {Op.APPEND: 0, Op.UPSERT: 1, Op.EXTEND: 2}
+_STEP: dict[str, int] = {Op.APPEND: 0, Op.UPSERT: 1, Op.EXTEND: 2}
 """The codes of ``rowcast.extended``'s steps: 1 replaces the body, 2 extends it."""
 
 
@@ -263,7 +263,9 @@ def _change(m: Merged, r: Result, ack: bool) -> Change:
     body = m.body if r.body is None else r.body.encode()
     delta = m.delta() if r.old_revision is not None else None
     base = None if delta is None else r.old_revision
-    return Change(m.session, m.row, r.sequence, r.revision, r.change, m.kind, body, ack, delta, base)
+    return Change(
+        m.session, m.row, r.sequence, r.revision, r.change, m.kind, body, ack, delta, base
+    )
 
 
 def _receipts(m: Merged, r: Result) -> list[Receipt]:

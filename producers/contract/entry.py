@@ -18,7 +18,6 @@ import orjson
 from rowcast.contract.errors import InvalidEntry
 
 
-
 class Op(StrEnum):
     """What an entry does to its row (a str: it travels as its value)."""
 
@@ -102,7 +101,8 @@ def check_op(value: bytes | str) -> Op:
     try:
         return Op(text)
     except ValueError:
-        raise InvalidEntry(f"unknown op {text[:40]!r} (expected append, upsert or extend)") from None
+        expected = "expected append, upsert or extend"
+        raise InvalidEntry(f"unknown op {text[:40]!r} ({expected})") from None
 
 
 def check_token(value: bytes | str) -> str:

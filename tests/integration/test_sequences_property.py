@@ -149,10 +149,12 @@ _ext_st = st.dictionaries(
     st.one_of(_text_st, _text_st, st.integers(0, 99)),
     max_size=3,
 )
+_session_st = st.integers(0, 1)
+_row_st = st.integers(0, 2)
 _text_op_st = st.one_of(
-    st.tuples(st.sampled_from(["append", "upsert"]), st.integers(0, 1), st.integers(0, 2), _body_st),
-    st.tuples(st.just("extend"), st.integers(0, 1), st.integers(0, 2), _ext_st),
-    st.tuples(st.just("extend"), st.integers(0, 1), st.integers(0, 2), _ext_st),
+    st.tuples(st.sampled_from(["append", "upsert"]), _session_st, _row_st, _body_st),
+    st.tuples(st.just("extend"), _session_st, _row_st, _ext_st),
+    st.tuples(st.just("extend"), _session_st, _row_st, _ext_st),
 )
 _text_stream_st = st.lists(
     st.one_of(_text_op_st, st.tuples(st.just("again"), st.integers(0, 10_000))),
@@ -196,8 +198,7 @@ async def run_text_example(
     tag = f"tx{next(_counter)}"
     key = f"prop:{tag}:entries"
     entries = [
-        (op, f"{tag}-s{s}", f"r{r}", op, orjson.dumps(body).decode())
-        for op, s, r, body in stream
+        (op, f"{tag}-s{s}", f"r{r}", op, orjson.dumps(body).decode()) for op, s, r, body in stream
     ]
     model = Model(max_body=_MAX_BODY)
     ids: list[bytes] = []
@@ -228,9 +229,7 @@ async def run_text_example(
             if n >= replay_from % len(entries)
         ]
         for batch in _cut(again, replay_cuts):
-            valid = [
-                Valid(f"{ms}-{i}".encode(), v.entry, {}) for i, v in enumerate(batch)
-            ]
+            valid = [Valid(f"{ms}-{i}".encode(), v.entry, {}) for i, v in enumerate(batch)]
             _, dead = await store.apply(1, (ms, 0), (ms, len(batch) - 1), valid)
             assert {v.entry.origin for v in valid if v.id in {d.id for d in dead}} <= {
                 i.decode() for i in refused
