@@ -166,8 +166,18 @@ async def events(request: Request) -> Response:
         after = _int_param(last_id.strip(), "Last-Event-ID")
     else:
         after = _int_param(request.query_params.get("after"), "after")
-    stream = EventStream(_rt(request), session, after or 0, grant)
+    deltas = _deltas_param(request.query_params.get("deltas"))
+    stream = EventStream(_rt(request), session, after or 0, grant, deltas=deltas)
     return stream  # type: ignore[return-value]  # an ASGI response
+
+
+def _deltas_param(value: str | None) -> bool:
+    """``?deltas=1`` asks for extends as deltas (``0`` or absent: whole changes)."""
+    if value is None or value in ("0", "false"):
+        return False
+    if value in ("1", "true"):
+        return True
+    raise BadRequest("deltas must be 1 or 0")
 
 
 def _page(request: Request, token: str | None) -> bytes:

@@ -33,11 +33,14 @@ _HEADERS = [
 class EventStream:
     """An ASGI response serving one subscription until the client leaves."""
 
-    def __init__(self, rt: Runtime, session: str, after: int, grant: Grant) -> None:
+    def __init__(
+        self, rt: Runtime, session: str, after: int, grant: Grant, *, deltas: bool = False
+    ) -> None:
         self.rt = rt
         self.session = session
         self.after = after
         self.grant = grant
+        self.deltas = deltas
         self._send: Send | None = None
 
     async def _write(self, body: bytes) -> None:
@@ -75,6 +78,7 @@ class EventStream:
             collapse=c.collapse,
             expires_at=self.grant.expires_at,
         )
+        outbox.pending.track(self.session, self.deltas)
         watch = rt.hub.watch(self.session, self.after, outbox)
         outbox.on_close = lambda: rt.hub.unwatch(watch)
         rt.outboxes.add(outbox)

@@ -1,6 +1,7 @@
 """``/ws``: several session feeds on one WebSocket.
 
-Client: ``{"type":"subscribe","session":S,"after":C}`` and
+Client: ``{"type":"subscribe","session":S,"after":C}`` (with ``"deltas":true``
+for extends as deltas) and
 ``{"type":"unsubscribe","session":S}``. Server: ``{"type":"rows",...}``,
 ``{"type":"error","error":why}`` for a message it cannot act on (the socket
 stays open), and ``{"type":"resync","session":S}`` for each session before it
@@ -66,6 +67,10 @@ def parse_message(text: str) -> dict[str, Any]:
         if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after < 2**63:
             raise BadRequest("'after' must be a change number (an integer, 0 or more)")
         data["after"] = after
+        deltas = data.get("deltas", False)
+        if not isinstance(deltas, bool):
+            raise BadRequest("'deltas' must be true or false")
+        data["deltas"] = deltas
     return data
 
 
@@ -189,6 +194,7 @@ class WsConnection:
                 f"at most {self.rt.config.max_subscriptions} subscriptions per socket",
                 session=session,
             )
+        self.outbox.pending.track(session, msg["deltas"])
         self.watches[session] = self.rt.hub.watch(session, msg["after"], self.outbox)
 
 

@@ -58,10 +58,9 @@ def make_entry(
 ) -> Entry:
     """A checked entry (raises InvalidEntry with the reason)."""
     raw = encode_body(body)
-    check_body(raw, max_body)
-    return Entry(
-        check_op(op), check_id("session", session), check_id("row", row), check_kind(kind), raw
-    )
+    checked = check_op(op)
+    check_body(raw, max_body, checked)
+    return Entry(checked, check_id("session", session), check_id("row", row), check_kind(kind), raw)
 
 
 class Producer:
@@ -156,6 +155,44 @@ class Producer:
         entry = make_entry("upsert", session, row, kind, body, self.max_body)
         return await self._send(entry, wait, timeout)
 
+    @overload
+    async def extend(
+        self,
+        session: str,
+        row: str,
+        kind: str,
+        body: Any,
+        *,
+        wait: Literal[False] = False,
+        timeout: float = 10.0,
+    ) -> str: ...
+    @overload
+    async def extend(
+        self,
+        session: str,
+        row: str,
+        kind: str,
+        body: Any,
+        *,
+        wait: Literal[True],
+        timeout: float = 10.0,
+    ) -> Receipt: ...
+    async def extend(
+        self,
+        session: str,
+        row: str,
+        kind: str,
+        body: Any,
+        *,
+        wait: bool = False,
+        timeout: float = 10.0,
+    ) -> str | Receipt:
+        """Streaming text: append ``body``'s strings to the row's, key by key
+        (``{"text": " more"}``); other values replace. A new row is inserted
+        with ``body`` as given. ``body`` must be a JSON object."""
+        entry = make_entry("extend", session, row, kind, body, self.max_body)
+        return await self._send(entry, wait, timeout)
+
     async def _send(self, entry: Entry, wait: bool, timeout: float) -> str | Receipt:
         if not wait:
             return (await self.push_many([entry]))[0]
@@ -241,6 +278,18 @@ class SyncProducer:
         timeout: float = 10.0,
     ) -> str | Receipt:
         return self._push("upsert", session, row, kind, body, wait, timeout)
+
+    def extend(
+        self,
+        session: str,
+        row: str,
+        kind: str,
+        body: Any,
+        *,
+        wait: bool = False,
+        timeout: float = 10.0,
+    ) -> str | Receipt:
+        return self._push("extend", session, row, kind, body, wait, timeout)
 
     def _push(
         self, op: str, session: str, row: str, kind: str, body: Any, wait: bool, timeout: float

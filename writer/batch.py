@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from rowcast.contract.change import Change
-from rowcast.contract.entry import Entry, parse, reply_token
+from rowcast.contract.entry import Entry, Op, parse, reply_token
 from rowcast.contract.errors import InvalidEntry
 from rowcast.contract.streamid import StreamId
 from rowcast.contract.streamid import parse as parse_id
@@ -63,18 +63,62 @@ def sort_out(items: Sequence[Read], max_body: int) -> tuple[list[Valid], list[De
 
 @dataclass(slots=True)
 class Merged:
-    """All entries of one (session, row) in one SQL call, in stream order."""
+    """All entries of one (session, row) in one SQL call, in stream order.
+
+    What PostgreSQL does with it: a new row is inserted with ``body`` (then
+    ``steps`` applied) at revision ``revision_if_new``; an existing row gets
+    ``bumps`` more revisions and, when ``bumps`` > 0, either ``body`` (no
+    extend among the entries) or its own body with the entries' upserts and
+    extends applied in order (``steps_if_old``).
+    """
 
     session: str
     row: str
     kind: str
+    """The last kind that changed the row (first entry's if none did)."""
     body: bytes
-    upserts: int
-    later: int
+    """Without extends: the last upsert's body (the first entry's if there is
+    none). With extends: the first entry's body, the base of ``steps``."""
+    bumps: int
+    """Revisions an existing row gains: every upsert and extend."""
+    revision_if_new: int
+    """The revision a new row ends at: the upserts and extends after its first entry."""
     entry: StreamId
     replayed: bool
     members: list[Valid] = field(default_factory=list)
     overwritten: list[bytes] = field(default_factory=list)
+    """Bodies merged away (replaced within the batch), judged by PostgreSQL all
+    the same: whether a bad body is refused never depends on batching."""
+    steps: bytes | None = None
+    """With extends: the entries after the first, as a JSON array of
+    ``[code, body]`` (see ``_STEP``), applied to ``body`` for a new row."""
+    first_step: int = 0
+    """The first entry's code when it changes an existing row too (0: append)."""
+
+    @property
+    def extends(self) -> bool:
+        return self.steps is not None
+
+    def delta(self) -> bytes | None:
+        """What an existing row's body gains when every entry that changes it is
+        an extend of strings: the suffixes joined by key (JSON text), else None."""
+        if not self.extends:
+            return None
+        changers = [v.entry for v in self.members if v.entry.op != Op.APPEND]
+        if not changers or any(e.op != Op.EXTEND for e in changers):
+            return None
+        joined: dict[str, str] = {}
+        for e in changers:
+            obj = orjson.loads(e.body)
+            for key, value in obj.items():
+                if not isinstance(value, str):
+                    return None
+                joined[key] = joined.get(key, "") + value
+        return orjson.dumps(joined)
+
+
+_STEP: dict[str, int] = {Op.APPEND: 0, Op.UPSERT: 1, Op.EXTEND: 2}
+"""The codes of ``rowcast.extended``'s steps: 1 replaces the body, 2 extends it."""
 
 
 @dataclass(slots=True)
@@ -88,12 +132,14 @@ class Plan:
             "rows": [x.row for x in m],
             "kinds": [x.kind for x in m],
             "bodies": [x.body.decode() for x in m],
-            "upserts": [x.upserts for x in m],
-            "later": [x.later for x in m],
+            "bumps": [x.bumps for x in m],
+            "revision_if_new": [x.revision_if_new for x in m],
             "entry_ms": [x.entry[0] for x in m],
             "entry_seq": [x.entry[1] for x in m],
             "replayed": [x.replayed for x in m],
             "overwritten": [b.decode() for x in m for b in x.overwritten],
+            "steps": [None if x.steps is None else x.steps.decode() for x in m],
+            "first_step": [x.first_step for x in m],
         }
 
 
@@ -132,43 +178,46 @@ def plans(valid: Sequence[Valid]) -> list[Plan]:
 
 
 def merge(valid: Sequence[Valid]) -> Plan:
-    """Merge live entries of each row, keeping first-seen order.
-
-    The body sent is the last upsert's, or the first entry's when there is no
-    upsert: if the row turns out to be new, later appends are duplicates and
-    every later upsert replaced it; if it exists, only upserts count.
-    """
-    by_key: dict[tuple[str, str], Merged] = {}
+    """Merge live entries of each row, keeping first-seen order."""
+    by_key: dict[tuple[str, str], list[Valid]] = {}
     for v in valid:
-        e = v.entry
-        key = (e.session, e.row)
-        m = by_key.get(key)
-        if m is None:
-            up = 1 if e.op == "upsert" else 0
-            by_key[key] = Merged(
-                e.session, e.row, e.kind, e.body, up, 0, parse_id(v.id), False, [v]
-            )
-            continue
-        m.members.append(v)
-        m.entry = parse_id(v.id)
-        if e.op == "upsert":
-            m.upserts += 1
-            m.later += 1
-            m.overwritten.append(m.body)
-            m.kind, m.body = e.kind, e.body
-    return Plan(list(by_key.values()))
+        by_key.setdefault((v.entry.session, v.entry.row), []).append(v)
+    return Plan([merged(members, parse_id(members[-1].id)) for members in by_key.values()])
+
+
+def merged(members: list[Valid], entry: StreamId, replayed: bool = False) -> Merged:
+    """One row's entries as one element.
+
+    Without extends, the body sent is the last upsert's, or the first entry's
+    when there is no upsert: if the row turns out to be new, later appends are
+    duplicates and every later upsert replaced it; if it exists, only upserts
+    count. With an extend among them the result depends on the stored body,
+    so PostgreSQL folds the entries in order itself (``steps``).
+    """
+    first = members[0].entry
+    changers = [v.entry for v in members[1:] if v.entry.op != Op.APPEND]
+    kind = changers[-1].kind if changers else first.kind
+    bumps = len(changers) + (first.op != Op.APPEND)
+    m = Merged(
+        first.session, first.row, kind, first.body, bumps, len(changers), entry, replayed, members
+    )
+    if first.op == Op.EXTEND or any(e.op == Op.EXTEND for e in changers):
+        m.steps = b"[" + b",".join(b"[%d,%s]" % (_STEP[e.op], e.body) for e in changers) + b"]"
+        m.first_step = _STEP[first.op]
+        if first.op == Op.APPEND and changers:
+            m.overwritten.append(first.body)
+    elif changers:
+        m.overwritten = [first.body] + [e.body for e in changers[:-1]]
+        m.body = changers[-1].body
+    return m
 
 
 def _replay_plan(valid: Sequence[Valid]) -> Plan:
-    merged = []
+    out = []
     for v in valid:
-        e = v.entry
-        assert e.origin is not None
-        up = 1 if e.op == "upsert" else 0
-        merged.append(
-            Merged(e.session, e.row, e.kind, e.body, up, 0, parse_id(e.origin), True, [v])
-        )
-    return Plan(merged)
+        assert v.entry.origin is not None
+        out.append(merged([v], parse_id(v.entry.origin), replayed=True))
+    return Plan(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +229,8 @@ class Result:
     revision: int
     change: int | None
     old_change: int | None
+    body: str | None = None
+    """The body PostgreSQL computed (extends), as it prints it; else None."""
 
 
 @dataclass(slots=True)
@@ -201,44 +252,43 @@ def outcome(p: Plan, results: Sequence[Result]) -> tuple[list[Change], list[Rece
     for m, r in zip(p.merged, results, strict=True):
         ack = any(v.entry.reply is not None for v in m.members)
         if r.change is not None:
-            changes.append(
-                Change(m.session, m.row, r.sequence, r.revision, r.change, m.kind, m.body, ack)
-            )
-        if not ack:
-            continue
-        new = r.old_revision is None
-        revision = 0 if new else r.old_revision or 0
-        if not new and r.change is None:
-            # Nothing applied (duplicate appends, or a replay the row already reflects).
-            for v in m.members:
-                if v.entry.reply is not None:
-                    receipts.append(
-                        Receipt(
-                            v.entry.reply,
-                            ok_receipt(m.session, m.row, r.sequence, revision, r.old_change, True),
-                        )
-                    )
-            continue
-        for i, v in enumerate(m.members):
-            e = v.entry
-            duplicate = False
-            change: int | None = r.change
-            if new and i == 0:
-                pass
-            elif e.op == "upsert":
-                revision += 1
-            else:
-                duplicate = True
-                if not new and r.old_change is not None and revision == r.old_revision:
-                    change = r.old_change
-            if e.reply is not None:
-                receipts.append(
-                    Receipt(
-                        e.reply,
-                        ok_receipt(m.session, m.row, r.sequence, revision, change, duplicate),
-                    )
-                )
+            changes.append(_change(m, r, ack))
+        if ack:
+            receipts += _receipts(m, r)
     return changes, receipts
+
+
+def _change(m: Merged, r: Result, ack: bool) -> Change:
+    assert r.change is not None
+    body = m.body if r.body is None else r.body.encode()
+    delta = m.delta() if r.old_revision is not None else None
+    base = None if delta is None else r.old_revision
+    return Change(
+        m.session, m.row, r.sequence, r.revision, r.change, m.kind, body, ack, delta, base
+    )
+
+
+def _receipts(m: Merged, r: Result) -> list[Receipt]:
+    """Each entry's receipt: the row's revision and change right after it."""
+    out: list[Receipt] = []
+    applied = r.change is not None
+    revision = r.old_revision  # None: the row did not exist before this batch
+    change = r.old_change
+    for v in m.members:
+        e = v.entry
+        if not applied:
+            # Nothing applied (duplicate appends, or a replay the row already reflects).
+            duplicate = True
+        elif revision is None:
+            revision, change, duplicate = 0, r.change, False
+        elif e.op == Op.APPEND:
+            duplicate = True
+        else:
+            revision, change, duplicate = revision + 1, r.change, False
+        if e.reply is not None:
+            payload = ok_receipt(m.session, m.row, r.sequence, revision or 0, change, duplicate)
+            out.append(Receipt(e.reply, payload))
+    return out
 
 
 def ok_receipt(

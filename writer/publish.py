@@ -36,14 +36,21 @@ local i = 11
 local f, NUL = {}, string.char(0)
 for _ = 1, nc do
   local s, pos = ARGV[i], 1
-  for k = 1, 7 do
+  for k = 1, 9 do
     local e = string.find(s, NUL, pos, true)
     f[k] = string.sub(s, pos, e - 1)
     pos = e + 1
   end
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
-    'session', f[1], 'row', f[2], 'sequence', f[3], 'revision', f[4],
-    'change', f[5], 'kind', f[6], 'body', string.sub(s, pos), 'ack', f[7])
+  if f[8] == '' then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
+      'session', f[1], 'row', f[2], 'sequence', f[3], 'revision', f[4],
+      'change', f[5], 'kind', f[6], 'body', string.sub(s, pos), 'ack', f[7])
+  else
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
+      'session', f[1], 'row', f[2], 'sequence', f[3], 'revision', f[4],
+      'change', f[5], 'kind', f[6], 'body', string.sub(s, pos), 'ack', f[7],
+      'extend', f[8], 'base_revision', f[9])
+  end
   i = i + 1
 end
 if nc > 0 then

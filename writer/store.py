@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 
 from rowcast.contract.change import Change
+from rowcast.contract.entry import DEFAULT_MAX_BODY
 from rowcast.contract.errors import SQLSTATES, Fenced, RowcastError, Unavailable, one_line
 from rowcast.contract.streamid import StreamId
 from rowcast.contract.streamid import parse as parse_id
@@ -52,12 +53,18 @@ def translate(e: psycopg.Error) -> RowcastError:
 
 
 class Store:
-    def __init__(self, conn: psycopg.AsyncConnection[Any], stream: str) -> None:
+    def __init__(
+        self, conn: psycopg.AsyncConnection[Any], stream: str, max_body: int = DEFAULT_MAX_BODY
+    ) -> None:
         self.conn = conn
         self.stream = stream
+        self.max_body = max_body
+        """The largest body an extend may grow a row to (as PostgreSQL prints it)."""
 
     @classmethod
-    async def connect(cls, url: str, stream: str, lease_ms: int) -> Store:
+    async def connect(
+        cls, url: str, stream: str, lease_ms: int, max_body: int = DEFAULT_MAX_BODY
+    ) -> Store:
         try:
             conn = await psycopg.AsyncConnection.connect(
                 url, autocommit=True, prepare_threshold=None, application_name="rowcast-writer"
@@ -72,7 +79,7 @@ class Store:
             )
         except psycopg.Error as e:
             raise translate(e) from e
-        return cls(conn, stream)
+        return cls(conn, stream, max_body)
 
     async def close(self) -> None:
         await self.conn.close()
@@ -143,6 +150,7 @@ class Store:
             offsets = (None, 0, 0, 0, 0, 0)
         keys = ("stream", "fence", "first_ms", "first_seq", "last_ms", "last_seq")
         params.update(zip(keys, offsets, strict=True))
+        params["max_body"] = self.max_body
         cur = await self.conn.execute(sql("apply"), params)
         return [Result(*row) for row in await cur.fetchall()]
 

@@ -117,7 +117,7 @@ class ShardWriter:
     async def _lead(self, fence: int, stop: asyncio.Event, backoff: Backoff) -> None:
         cfg = self.cfg
         epoch = await self._epoch()
-        store = await Store.connect(cfg.database_url, self.entries, cfg.lease_ms)
+        store = await Store.connect(cfg.database_url, self.entries, cfg.lease_ms, cfg.max_body)
         try:
             try:
                 last = await store.claim(fence, epoch)

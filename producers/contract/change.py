@@ -2,6 +2,11 @@
 
 A body travels as the JSON text it arrived as (or as PostgreSQL printed it)
 and is embedded in published JSON without being decoded and re-encoded.
+
+A change made by ``extend`` entries on an existing row may also carry its
+delta: ``extend`` (the strings appended, by key, as JSON text) and
+``base_revision`` (the revision they apply to). ``body`` is always the full
+new body, so a consumer that knows nothing of deltas stays correct.
 """
 
 from __future__ import annotations
@@ -23,10 +28,18 @@ class Change:
     kind: str
     body: bytes
     ack: bool = False
+    extend: bytes | None = None
+    """JSON text of an object of strings: what was appended at each key, when
+    this change is exactly ``base_revision``'s body with those appended."""
+    base_revision: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.extend is None) != (self.base_revision is None):
+            raise ValueError("extend and base_revision go together")
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, with the body as a pre-encoded fragment."""
-        return {
+        out: dict[str, Any] = {
             "session": self.session,
             "row": self.row,
             "sequence": self.sequence,
@@ -36,13 +49,18 @@ class Change:
             "body": orjson.Fragment(self.body),
             "ack": self.ack,
         }
+        if self.extend is not None:
+            out["extend"] = orjson.Fragment(self.extend)
+            out["base_revision"] = self.base_revision
+        return out
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.as_dict())
 
     def packed(self) -> bytes:
         """The stream fields' values joined by NUL, body last (the publish
-        script's wire format; none of the values can contain a NUL)."""
+        script's wire format; none of the values can contain a NUL). extend
+        and base_revision are empty when absent."""
         return b"\0".join(
             (
                 self.session.encode(),
@@ -52,6 +70,8 @@ class Change:
                 b"%d" % self.change,
                 self.kind.encode(),
                 b"1" if self.ack else b"0",
+                self.extend or b"",
+                b"" if self.base_revision is None else b"%d" % self.base_revision,
                 self.body,
             )
         )
@@ -73,7 +93,13 @@ def from_stream_fields(fields: Mapping[bytes, bytes]) -> Change:
         kind=fields[b"kind"].decode(),
         body=fields[b"body"],
         ack=fields.get(b"ack") == b"1",
+        extend=fields.get(b"extend"),
+        base_revision=_int_or_none(fields.get(b"base_revision")),
     )
+
+
+def _int_or_none(value: bytes | int | None) -> int | None:
+    return None if value is None else int(value)
 
 
 def from_json(data: Mapping[str, Any]) -> Change:
@@ -87,4 +113,6 @@ def from_json(data: Mapping[str, Any]) -> Change:
         kind=data["kind"],
         body=orjson.dumps(data["body"]),
         ack=bool(data.get("ack", False)),
+        extend=None if data.get("extend") is None else orjson.dumps(data["extend"]),
+        base_revision=_int_or_none(data.get("base_revision")),
     )

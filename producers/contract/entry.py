@@ -10,13 +10,26 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import orjson
 
 from rowcast.contract.errors import InvalidEntry
 
-OPS = frozenset({"append", "upsert"})
+
+class Op(StrEnum):
+    """What an entry does to its row (a str: it travels as its value)."""
+
+    APPEND = "append"
+    """Insert the row if it is new; otherwise nothing (a duplicate)."""
+    UPSERT = "upsert"
+    """Insert, or replace kind and body."""
+    EXTEND = "extend"
+    """Insert, or append the body's strings to the row's, key by key."""
+
+
+OPS = frozenset(Op)
 MAX_ID_BYTES = 200
 MAX_KIND_BYTES = 64
 DEFAULT_MAX_BODY = 1 << 20
@@ -29,7 +42,8 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    op: str
+    op: Op | str
+    """An ``Op`` (a plain string of one is accepted and compares equal)."""
     session: str
     row: str
     kind: str
@@ -82,11 +96,13 @@ def check_kind(value: bytes | str) -> str:
     return text
 
 
-def check_op(value: bytes | str) -> str:
+def check_op(value: bytes | str) -> Op:
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-    if text not in OPS:
-        raise InvalidEntry(f"unknown op {text[:40]!r} (expected append or upsert)")
-    return text
+    try:
+        return Op(text)
+    except ValueError:
+        expected = "expected append, upsert or extend"
+        raise InvalidEntry(f"unknown op {text[:40]!r} ({expected})") from None
 
 
 def check_token(value: bytes | str) -> str:
@@ -96,8 +112,9 @@ def check_token(value: bytes | str) -> str:
     return text
 
 
-def check_body(body: bytes, max_body: int = DEFAULT_MAX_BODY) -> None:
-    """Refuse what PostgreSQL's jsonb would refuse, as far as it is cheap to know."""
+def check_body(body: bytes, max_body: int = DEFAULT_MAX_BODY, op: Op | str = Op.UPSERT) -> None:
+    """Refuse what PostgreSQL's jsonb would refuse, as far as it is cheap to know;
+    an extend's body must be an object (its keys say where the text goes)."""
     if len(body) > max_body:
         raise InvalidEntry(f"body is {len(body)} bytes, over the limit of {max_body}")
     try:
@@ -105,13 +122,27 @@ def check_body(body: bytes, max_body: int = DEFAULT_MAX_BODY) -> None:
     except orjson.JSONDecodeError as e:
         # orjson is stricter than jsonb on huge numbers and deep nesting:
         # let PostgreSQL judge what the standard parser still accepts.
-        _check_body_slow(body, e)
-        return
-    if b"\\u0000" in body and _has_nul(value):
-        raise InvalidEntry("body is not valid for jsonb: \\u0000 is not allowed")
+        value = _check_body_slow(body, e)
+    else:
+        if b"\\u0000" in body and _has_nul(value):
+            raise InvalidEntry("body is not valid for jsonb: \\u0000 is not allowed")
+    if op == Op.EXTEND and not isinstance(value, dict):
+        raise InvalidEntry(f"an extend's body must be a JSON object, not {_json_type(value)}")
 
 
-def _check_body_slow(body: bytes, first: Exception) -> None:
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if value is None:
+        return "null"
+    return "a number"
+
+
+def _check_body_slow(body: bytes, first: Exception) -> Any:
     def no_constants(name: str) -> Any:
         raise ValueError(f"{name} is not JSON")
 
@@ -122,6 +153,7 @@ def _check_body_slow(body: bytes, first: Exception) -> None:
         raise InvalidEntry(f"body is not valid JSON: {first}") from None
     if _has_bad_string(value):
         raise InvalidEntry("body is not valid for jsonb: \\u0000 or a lone surrogate")
+    return value
 
 
 def _has_nul(value: Any) -> bool:
@@ -195,7 +227,7 @@ def parse(fields: dict[bytes, bytes], max_body: int = DEFAULT_MAX_BODY) -> Entry
         if not _STREAM_ID.fullmatch(origin):
             raise InvalidEntry("origin is not a stream entry id (ms-seq)")
     body = fields[b"body"]
-    check_body(body, max_body)
+    check_body(body, max_body, op)
     return Entry(op, session, row, kind, body, reply, ts, origin)
 
 

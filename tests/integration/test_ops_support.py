@@ -108,7 +108,7 @@ def apply_rows(db_url: str, items: Sequence[tuple[str, str, str, str]]) -> None:
         conn.execute(
             "SELECT count(*) FROM rowcast.apply_batch(NULL, 0, 0, 0, 0, 0,"
             " %s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::int[],"
-            " %s::int8[], %s::int8[], %s::bool[], %s::text[])",
+            " %s::int8[], %s::int8[], %s::bool[], %s::text[], %s::text[], %s::int2[], NULL)",
             (
                 [i[1] for i in items],
                 [i[2] for i in items],
@@ -120,6 +120,8 @@ def apply_rows(db_url: str, items: Sequence[tuple[str, str, str, str]]) -> None:
                 [0] * len(items),
                 [False] * len(items),
                 [],
+                [None] * len(items),
+                [0] * len(items),
             ),
         )
 

@@ -135,3 +135,138 @@ def test_any_interleaving_gives_dense_stable_sequences(
     db_url: str, stream: list, cuts: list[int]
 ) -> None:
     asyncio.run(run_example(db_url, materialize(stream), cuts))
+
+
+# Streaming text: extends among appends and upserts, bodies that are sometimes
+# not objects (an extend on such a row is refused), and a body limit small
+# enough that extends cross it (refused too).
+_MAX_BODY = 160
+_text_st = st.text(alphabet="abc xyz", min_size=0, max_size=12)
+_object_st = st.fixed_dictionaries({"t": _text_st}, optional={"n": st.integers(0, 99)})
+_body_st = st.one_of(_object_st, _object_st, _object_st, _text_st, st.integers(0, 9))
+_ext_st = st.dictionaries(
+    st.sampled_from(["t", "n", "u"]),
+    st.one_of(_text_st, _text_st, st.integers(0, 99)),
+    max_size=3,
+)
+_session_st = st.integers(0, 1)
+_row_st = st.integers(0, 2)
+_text_op_st = st.one_of(
+    st.tuples(st.sampled_from(["append", "upsert"]), _session_st, _row_st, _body_st),
+    st.tuples(st.just("extend"), _session_st, _row_st, _ext_st),
+    st.tuples(st.just("extend"), _session_st, _row_st, _ext_st),
+)
+_text_stream_st = st.lists(
+    st.one_of(_text_op_st, st.tuples(st.just("again"), st.integers(0, 10_000))),
+    min_size=8,
+    max_size=80,
+)
+
+
+def _cut(entries: list, cuts: list[int]) -> list[list]:
+    batches: list[list] = []
+    it = iter(entries)
+    for size in itertools.cycle(cuts):
+        chunk = list(itertools.islice(it, size))
+        if not chunk:
+            return batches
+        batches.append(chunk)
+    return batches
+
+
+def _state(db_url: str, tag: str) -> tuple[dict, dict]:
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT session_id, row_id, sequence, revision, change, kind, body::text"
+            " FROM rowcast.rows WHERE session_id LIKE %s",
+            (f"{tag}-%",),
+        ).fetchall()
+        heads = conn.execute(
+            "SELECT session_id, next_sequence, last_change FROM rowcast.sessions"
+            " WHERE session_id LIKE %s",
+            (f"{tag}-%",),
+        ).fetchall()
+    return (
+        {(s, r): (seq, rev, chg, k, orjson.loads(b)) for s, r, seq, rev, chg, k, b in rows},
+        {s: (n, c) for s, n, c in heads},
+    )
+
+
+async def run_text_example(
+    db_url: str, stream: list, cuts: list[int], replay_from: int, replay_cuts: list[int]
+) -> None:
+    tag = f"tx{next(_counter)}"
+    key = f"prop:{tag}:entries"
+    entries = [
+        (op, f"{tag}-s{s}", f"r{r}", op, orjson.dumps(body).decode()) for op, s, r, body in stream
+    ]
+    model = Model(max_body=_MAX_BODY)
+    ids: list[bytes] = []
+    refused: set[bytes] = set()
+    store = await Store.connect(db_url, key, lease_ms=5000, max_body=_MAX_BODY)
+    try:
+        await store.claim(1)
+        ms = 1
+        for batch in _cut(entries, cuts):
+            valid = [
+                Valid(f"{ms}-{i}".encode(), Entry(op, s, r, k, b.encode()), {})
+                for i, (op, s, r, k, b) in enumerate(batch)
+            ]
+            ids += [v.id for v in valid]
+            _, dead = await store.apply(1, (ms, 0), (ms, len(batch) - 1), valid)
+            refused |= {d.id for d in dead}
+            assert all(d.error.startswith("PostgreSQL refused the entry: extend: ") for d in dead)
+            model.apply(batch)
+            ms += 1
+        assert refused == {ids[p] for p in model.refused}
+        rows, heads = _state(db_url, tag)
+
+        # Replaying stored history (rowcast replay: new ids, the original id
+        # as origin), cut into any batches, changes nothing.
+        again = [
+            Valid(b"", Entry(op, s, r, k, b.encode(), origin=ids[n].decode()), {})
+            for n, (op, s, r, k, b) in enumerate(entries)
+            if n >= replay_from % len(entries)
+        ]
+        for batch in _cut(again, replay_cuts):
+            valid = [Valid(f"{ms}-{i}".encode(), v.entry, {}) for i, v in enumerate(batch)]
+            _, dead = await store.apply(1, (ms, 0), (ms, len(batch) - 1), valid)
+            assert {v.entry.origin for v in valid if v.id in {d.id for d in dead}} <= {
+                i.decode() for i in refused
+            }
+            ms += 1
+        assert _state(db_url, tag) == (rows, heads)
+    finally:
+        await store.close()
+
+    want = {
+        k: (r.sequence, r.revision, r.kind, orjson.loads(r.body)) for k, r in model.rows.items()
+    }
+    assert {k: (seq, rev, kind, body) for k, (seq, rev, _, kind, body) in rows.items()} == want
+    assert {s: n for s, (n, _) in heads.items()} == model.next_sequence
+    for session in model.next_sequence:
+        mine = sorted(v[0] for k, v in rows.items() if k[0] == session)
+        assert mine == list(range(len(mine)))
+        changes = [v[2] for k, v in rows.items() if k[0] == session]
+        assert len(set(changes)) == len(changes) and max(changes) == heads[session][1]
+    if not refused:
+        # Without refusals the batches are not split: change numbers are exact.
+        assert {k: v[2] for k, v in rows.items()} == {k: r.change for k, r in model.rows.items()}
+        assert {s: c for s, (_, c) in heads.items()} == model.last_change
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    stream=_text_stream_st,
+    cuts=cuts_st,
+    replay_from=st.integers(0, 60),
+    replay_cuts=cuts_st,
+)
+def test_extends_among_appends_and_upserts_match_the_model(
+    db_url: str, stream: list, cuts: list[int], replay_from: int, replay_cuts: list[int]
+) -> None:
+    asyncio.run(run_text_example(db_url, materialize(stream), cuts, replay_from, replay_cuts))

@@ -33,7 +33,7 @@ def test_merge_keeps_first_seen_order_and_last_upsert_body() -> None:
             v(4, "upsert", "s", "a", '"a3"'),
         ]
     )
-    assert [(m.row, m.body, m.upserts, m.later, m.entry) for m in p.merged] == [
+    assert [(m.row, m.body, m.bumps, m.revision_if_new, m.entry) for m in p.merged] == [
         ("a", b'"a3"', 2, 2, (1, 4)),
         ("b", b'"b0"', 1, 0, (1, 1)),
     ]
@@ -41,7 +41,7 @@ def test_merge_keeps_first_seen_order_and_last_upsert_body() -> None:
 
 def test_first_entry_body_when_no_upsert() -> None:
     p = merge([v(0, "append", "s", "a", '"first"'), v(1, "append", "s", "a", '"dup"')])
-    assert p.merged[0].body == b'"first"' and p.merged[0].upserts == 0
+    assert p.merged[0].body == b'"first"' and p.merged[0].bumps == 0
 
 
 def test_replayed_entries_never_merge_and_cut_at_repeats() -> None:
