@@ -32,9 +32,7 @@ class LenientWsClient(WsClient):
         return msg
 
 
-async def test_a_body_orjson_refuses_does_not_silence_the_batch(
-    redis_url, db_url, prefix, aredis
-):
+async def test_a_body_orjson_refuses_does_not_silence_the_batch(redis_url, db_url, prefix, aredis):
     async with producer(redis_url, prefix) as p:
         async with writer(redis_url, db_url, prefix):
             await p.append("huge", "r0", "user", {"n": 1}, wait=True)
