@@ -22,6 +22,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
@@ -29,6 +30,7 @@ from starlette.routing import Route, WebSocketRoute
 from rowcast.broadcaster import ws
 from rowcast.broadcaster.auth import Denied, Grant, authorize, token_from
 from rowcast.broadcaster.config import BroadcasterConfig
+from rowcast.broadcaster.guard import Guard
 from rowcast.broadcaster.runtime import Runtime
 from rowcast.broadcaster.sse import EventStream
 from rowcast.contract.entry import check_id
@@ -38,7 +40,20 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 _ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
-_INT = re.compile(r"[0-9]{1,18}")
+_INT = re.compile(r"[0-9]{1,30}")
+MAX_INT = 2**63 - 1
+"""The largest bigint: every sequence and change number PostgreSQL can hold."""
+UI_HEADERS = {
+    "cache-control": "no-cache",
+    # The UI is one script and one stylesheet of its own, talking to its own
+    # origin (fetch, WebSocket): nothing inline, nothing from elsewhere, never framed.
+    "content-security-policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+        " connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    # The page may carry ?token=T: never hand it to another site.
+    "referrer-policy": "no-referrer",
+}
 
 
 class _Json(Response):
@@ -63,7 +78,7 @@ def _grant(request: Request, session: str | None = None, everything: bool = Fals
     )
 
 
-def _int_param(raw: str | None, name: str, low: int = 0, high: int = 2**62) -> int | None:
+def _int_param(raw: str | None, name: str, low: int = 0, high: int = MAX_INT) -> int | None:
     if raw is None or raw == "":
         return None
     if not _INT.fullmatch(raw) or not low <= int(raw) <= high:
@@ -196,7 +211,7 @@ async def index(request: Request) -> Response:
     return Response(
         _page(request, token),
         media_type="text/html; charset=utf-8",
-        headers={"cache-control": "no-cache"},
+        headers=UI_HEADERS,
     )
 
 
@@ -206,9 +221,7 @@ async def asset(request: Request) -> Response:
     media = _ASSETS.get(name)
     if media is None:
         raise BadRequest("not found", status=404)
-    return Response(
-        (STATIC / name).read_bytes(), media_type=media, headers={"cache-control": "no-cache"}
-    )
+    return Response((STATIC / name).read_bytes(), media_type=media, headers=UI_HEADERS)
 
 
 async def _denied(request: Request, exc: Exception) -> Response:
@@ -266,6 +279,15 @@ def create_app(config: BroadcasterConfig | None = None, **kwargs: Any) -> Starle
             Unavailable: _unavailable,
             HTTPException: _http,
         },
+        middleware=[
+            Middleware(
+                Guard,
+                secret=config.secret is not None,
+                origins=config.allowed_origins,
+                max_connections=config.max_connections,
+                max_per_client=config.max_per_client,
+            )
+        ],
         lifespan=lifespan,
     )
     app.state.runtime = runtime

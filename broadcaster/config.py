@@ -9,6 +9,7 @@ import socket
 from dataclasses import dataclass
 
 from rowcast.broadcaster.auth import check_secret
+from rowcast.broadcaster.guard import OriginKey, parse_origins
 from rowcast.contract.errors import ConfigError
 from rowcast.contract.keys import Keys
 
@@ -50,10 +51,20 @@ class BroadcasterConfig:
     """The heartbeat's name; empty: host:pid:random."""
     heartbeat_every_s: float = 5.0
     heartbeat_ttl_s: int = 15
+    origins: tuple[str, ...] = ()
+    """Browser origins allowed besides the broadcaster's own (ROWCAST_ORIGINS)."""
+    max_connections: int = 10_000
+    """Requests and sockets served at once by the process (ROWCAST_MAX_CONNECTIONS)."""
+    max_per_client: int = 1_000
+    """Of those, from one client address (ROWCAST_MAX_CONNECTIONS_PER_CLIENT)."""
 
     @property
     def keys(self) -> Keys:
         return Keys(self.prefix)
+
+    @property
+    def allowed_origins(self) -> frozenset[OriginKey]:
+        return parse_origins(self.origins)
 
     @property
     def window(self) -> float:
@@ -64,6 +75,9 @@ class BroadcasterConfig:
             raise ConfigError("the broadcaster needs a Redis URL and a PostgreSQL URL")
         if self.secret is not None:
             check_secret(self.secret)
+        parse_origins(self.origins)
+        if self.max_connections < 1 or self.max_per_client < 1:
+            raise ConfigError("the connection limits must be at least 1")
         if not 0 <= self.window_ms <= 60_000:
             raise ConfigError("the coalescing window must be 0..60000 ms")
         if self.max_batch < 1:

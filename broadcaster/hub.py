@@ -11,6 +11,7 @@ hub knows exactly when messages may have been missed.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -31,6 +32,21 @@ from rowcast.contract.errors import Unavailable
 from rowcast.contract.keys import Keys
 
 log = logging.getLogger(__name__)
+
+
+def unreadable_sessions(data: bytes) -> list[str] | None:
+    """The session ids of a ``P:rows`` message orjson could not read, parsed
+    leniently (fractions as text, so none is out of range); None when not even
+    they can be read."""
+    try:
+        message = json.loads(data, parse_float=str, parse_constant=str)
+        changes = message["changes"]
+        found = {c["session"] for c in changes if isinstance(c, dict)}
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    if not all(isinstance(s, str) for s in found):
+        return None
+    return sorted(found)
 
 
 class Watch:
@@ -150,7 +166,8 @@ class Hub:
             self.metrics.subscriptions.set(self._count)
 
     def route(self, data: bytes) -> None:
-        """One ``P:rows`` message."""
+        """One ``P:rows`` message. A change that cannot be read is a gap in its
+        session, never a silent loss: its subscribers read PostgreSQL."""
         self.metrics.messages.inc()
         try:
             changes = orjson.loads(data)["changes"]
@@ -158,26 +175,44 @@ class Hub:
                 raise TypeError("changes is not a list")
         except (orjson.JSONDecodeError, KeyError, TypeError) as e:
             self.metrics.bad_messages.inc()
-            log.warning("unreadable P:rows message: %s", e)
+            log.warning("unreadable P:rows message (%s): rechecking its sessions", e)
+            self._recheck_unreadable(data)
             return
         sessions = self._sessions
         routed = 0
         for c in changes:
-            try:
-                watches = sessions.get(c["session"])
-                if not watches:
-                    continue
-                item = from_message_change(c)
-            except (KeyError, TypeError, ValueError) as e:
-                self.metrics.bad_messages.inc()
-                log.warning("unreadable change in a P:rows message: %s", e)
+            session = c.get("session") if isinstance(c, dict) else None
+            watches = sessions.get(session) if isinstance(session, str) else None
+            if session is not None and not watches:
                 continue
+            try:
+                item = from_message_change(c)
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                self.metrics.bad_messages.inc()
+                log.warning("unreadable change in a P:rows message (%s): rechecking", e)
+                self._gap(None if watches is None else [session])
+                continue
+            assert watches is not None
             routed += 1
             # A put may close a connection and unwatch its sessions: iterate a copy.
             for w in tuple(watches):
                 w.live(item)
         if routed:
             self.metrics.changes_in.inc(routed)
+
+    def _recheck_unreadable(self, data: bytes) -> None:
+        """A message orjson refuses (a number beyond a double, say): find its
+        sessions with the lenient standard parser; if even that fails, every
+        watched session may be affected."""
+        self._gap(unreadable_sessions(data))
+
+    def _gap(self, sessions: list[str] | None) -> None:
+        """Read these sessions (None: all watched) from PostgreSQL past their cursors."""
+        targets = list(self._sessions) if sessions is None else sessions
+        for session in targets:
+            for w in tuple(self._sessions.get(session, ())):
+                self.metrics.gaps.inc()
+                w.poke()
 
     async def run(self) -> None:
         """Listen until cancelled, reconnecting with backoff."""

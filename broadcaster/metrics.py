@@ -3,7 +3,31 @@ several apps may live in one process: tests, ``rowcast up``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+POOL_STATS = {
+    "pool_max": "Most connections the pool may open",
+    "pool_size": "Connections the pool manages (open, being opened, or lent out)",
+    "pool_available": "Connections idle in the pool",
+    "requests_waiting": "Requests waiting for a connection",
+}
+"""psycopg_pool's ``get_stats()`` keys exposed as gauges (``rowcast_broadcaster_db_*``)."""
+
+
+class _PoolCollector(Collector):
+    """The pool's own figures, read at scrape time (so a wedged pool shows)."""
+
+    def __init__(self, stats: Callable[[], Mapping[str, int]]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = self.stats()
+        for key, doc in POOL_STATS.items():
+            yield GaugeMetricFamily(f"rowcast_broadcaster_db_{key}", doc, value=now.get(key, 0))
 
 
 class Metrics:
@@ -57,6 +81,9 @@ class Metrics:
             "rowcast_broadcaster_pubsub_connected", "1 while subscribed to P:rows", registry=r
         )
         self._high = 0
+
+    def watch_pool(self, stats: Callable[[], Mapping[str, int]]) -> None:
+        self.registry.register(_PoolCollector(stats))
 
     def observe_queue(self, n: int) -> None:
         if n > self._high:

@@ -28,6 +28,7 @@ class Runtime:
         self.instance = config.instance or default_instance()
         self.metrics = Metrics()
         self.store = Store.create(config.database_url, max_size=config.pool_max)
+        self.metrics.watch_pool(self.store.pool.get_stats)
         self.redis = Redis.from_url(config.redis_url, socket_connect_timeout=3, socket_timeout=5)
         self.hub = Hub(
             config.redis_url,

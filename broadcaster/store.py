@@ -6,8 +6,9 @@ the rows pages of the HTTP API. Driver errors become ``Unavailable`` here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -60,6 +61,32 @@ class SessionInfo:
     updated_at: datetime
 
 
+async def _shielded(work: Coroutine[Any, Any, list[tuple[Any, ...]]]) -> list[tuple[Any, ...]]:
+    """Run a pool query in a task of its own that the caller's cancellation
+    cannot reach. A subscriber that hangs up cancels its catch-up; cancelling
+    a task while it waits for a pool connection or holds one mid-query is
+    where connections go missing (psycopg_pool's hand-over of a connection to
+    a waiter races with the waiter's cancellation, and Python 3.11's
+    ``asyncio.wait_for`` that the pool waits with can swallow a cancel; see
+    psycopg issues 509, 1275, 1345). Shielded, the query finishes (it is
+    bounded by the pool timeout and ``statement_timeout``) and its connection
+    goes back; the caller alone sees CancelledError."""
+    task = asyncio.ensure_future(work)
+    _RUNNING.add(task)
+    task.add_done_callback(_finished)
+    return await asyncio.shield(task)
+
+
+_RUNNING: set[asyncio.Future[Any]] = set()
+"""Shielded queries whose callers left: held until done (the loop keeps only weak references)."""
+
+
+def _finished(task: asyncio.Future[Any]) -> None:
+    _RUNNING.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: a caller that left does not want it logged
+
+
 def _unavailable(e: Exception) -> Unavailable:
     return Unavailable(f"PostgreSQL: {one_line(e)}")
 
@@ -97,19 +124,20 @@ class Store:
         await self.pool.close()
 
     async def _fetch(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return await _shielded(self._query(sql(name), params, None))
+
+    async def _query(
+        self, query: bytes, params: dict[str, Any] | None, timeout: float | None
+    ) -> list[tuple[Any, ...]]:
         try:
-            async with self.pool.connection() as conn:
-                cur = await conn.execute(sql(name), params)
-                return await cur.fetchall()
+            async with self.pool.connection(timeout=timeout) as conn:
+                cur = await conn.execute(query, params)
+                return await cur.fetchall() if cur.description else []
         except (psycopg.Error, PoolTimeout, OSError) as e:
             raise _unavailable(e) from e
 
     async def ping(self) -> None:
-        try:
-            async with self.pool.connection(timeout=3.0) as conn:
-                await conn.execute("SELECT 1")
-        except (psycopg.Error, PoolTimeout, OSError) as e:
-            raise _unavailable(e) from e
+        await _shielded(self._query(b"SELECT 1", None, 3.0))
 
     async def changes_after(self, session: str, after: int, limit: int) -> list[Item]:
         rows = await self._fetch(

@@ -45,6 +45,9 @@ class Settings:
     coalesce_ms: float = 5.0
     queue_max: int = 10_000
     frame_changes: int = 256
+    origins: tuple[str, ...] = ()
+    max_connections: int = 10_000
+    max_per_client: int = 1_000
 
     @property
     def keys(self) -> Keys:
@@ -59,6 +62,9 @@ class Settings:
             prefix=env.get("ROWCAST_PREFIX") or cls.prefix,
             secret=env.get("ROWCAST_SECRET") or None,
             data_dir=env.get("ROWCAST_DATA_DIR") or _default_data_dir(),
+            origins=tuple(
+                o.strip() for o in env.get("ROWCAST_ORIGINS", "").split(",") if o.strip()
+            ),
             **{
                 field: _number(env, name, getattr(cls, field), low, high)
                 for field, (name, low, high) in _NUMBERS.items()
@@ -108,6 +114,8 @@ _NUMBERS: dict[str, tuple[str, int | None, int | None]] = {
     "coalesce_ms": ("ROWCAST_COALESCE_MS", 0, 60_000),
     "queue_max": ("ROWCAST_QUEUE_MAX", 2000, None),
     "frame_changes": ("ROWCAST_FRAME_CHANGES", 1, 10_000),
+    "max_connections": ("ROWCAST_MAX_CONNECTIONS", 1, 1_000_000),
+    "max_per_client": ("ROWCAST_MAX_CONNECTIONS_PER_CLIENT", 1, 1_000_000),
 }
 """Settings field -> (environment variable, lowest, highest); the default is the field's."""
 

@@ -63,6 +63,10 @@ def make_entry(
     return Entry(checked, check_id("session", session), check_id("row", row), check_kind(kind), raw)
 
 
+WAIT_SLICE = 1.0
+"""Longest single blocking pop while waiting for a receipt, in seconds."""
+
+
 class Producer:
     def __init__(
         self,
@@ -226,15 +230,19 @@ class Producer:
         await self.push_many(tagged)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        step = _wait_slice(self.redis)
         payloads: list[dict[str, Any]] = []
         for e in tagged:
             assert e.reply is not None
             key = self.keys.reply(shard_of(e.session, self.shards), e.reply)
-            left = deadline - loop.time()
-            try:
-                got = await self.redis.blpop([key], timeout=max(left, 0.01))
-            except (rexc.ConnectionError, rexc.TimeoutError, OSError) as err:
-                raise Unavailable(f"Redis: {err}") from err
+            got = None
+            while got is None and (left := deadline - loop.time()) > 0:
+                # In slices: one blocking pop longer than the client's socket
+                # timeout (redis-py's default is 5 s) would end as a read timeout.
+                try:
+                    got = await self.redis.blpop([key], timeout=max(min(left, step), 0.01))
+                except (rexc.ConnectionError, rexc.TimeoutError, OSError) as err:
+                    raise Unavailable(f"Redis: {err}") from err
             if got is None:
                 raise ReceiptTimeout(
                     f"no receipt for row {e.row!r} of session {e.session!r} within {timeout:g}s"
@@ -242,6 +250,15 @@ class Producer:
                 )
             payloads.append(orjson.loads(got[1]))
         return payloads
+
+
+def _wait_slice(redis: Redis) -> float:
+    """Half the client's socket timeout, at most WAIT_SLICE."""
+    kwargs = redis.connection_pool.connection_kwargs
+    socket_timeout = kwargs.get("socket_timeout") or kwargs.get("orig_socket_timeout")
+    if isinstance(socket_timeout, int | float) and socket_timeout > 0:
+        return min(WAIT_SLICE, socket_timeout / 2)
+    return WAIT_SLICE
 
 
 def _with_reply(e: Entry, token: str) -> Entry:

@@ -25,6 +25,9 @@ def broadcaster_config(settings: Settings) -> BroadcasterConfig:
         window_ms=settings.coalesce_ms,
         queue_max=settings.queue_max,
         max_batch=settings.frame_changes,
+        origins=settings.origins,
+        max_connections=settings.max_connections,
+        max_per_client=settings.max_per_client,
     )
 
 

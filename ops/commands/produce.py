@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import orjson
 
-from rowcast.contract.entry import Entry
+from rowcast.contract.entry import Entry, json_error
 from rowcast.contract.errors import InvalidEntry
 from rowcast.ops.settings import Settings
 from rowcast.producers.producer import Producer, make_entry
@@ -25,10 +25,13 @@ CHUNK = 500
 
 
 def parse_line(line: bytes, max_body: int) -> Entry:
+    if not line.strip():
+        # Still answered, so output line N is always the answer to input line N.
+        raise InvalidEntry("blank line (expected a JSON object)")
     try:
         data = orjson.loads(line)
     except orjson.JSONDecodeError as e:
-        raise InvalidEntry(f"not JSON: {e}") from None
+        raise InvalidEntry(f"not JSON: {json_error(e, line)}") from None
     if not isinstance(data, dict):
         raise InvalidEntry("expected a JSON object")
     missing = [k for k in ("op", "session", "row", "kind", "body") if k not in data]
@@ -45,8 +48,7 @@ def parse_line(line: bytes, max_body: int) -> Entry:
 def _chunks(stream: IO[bytes]) -> Iterator[list[tuple[int, bytes]]]:
     chunk: list[tuple[int, bytes]] = []
     for n, line in enumerate(stream, 1):
-        if line.strip():
-            chunk.append((n, line))
+        chunk.append((n, line))
         if len(chunk) >= CHUNK:
             yield chunk
             chunk = []

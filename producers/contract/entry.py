@@ -33,6 +33,8 @@ OPS = frozenset(Op)
 MAX_ID_BYTES = 200
 MAX_KIND_BYTES = 64
 DEFAULT_MAX_BODY = 1 << 20
+MAX_DEPTH = 1024
+"""Deepest nesting of a JSON document rowcast reads (orjson's limit)."""
 
 _STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -148,12 +150,37 @@ def _check_body_slow(body: bytes, first: Exception) -> Any:
 
     try:
         text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidEntry(f"body is not valid JSON: not UTF-8 (byte {e.start})") from None
+    try:
         value = json.loads(text, parse_constant=no_constants)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise InvalidEntry(f"body is not valid JSON: {first}") from None
+    except RecursionError:
+        raise InvalidEntry(
+            f"body is nested deeper than {MAX_DEPTH} levels (the depth limit)"
+        ) from None
+    except ValueError:
+        raise InvalidEntry(f"body is not valid JSON: {_why(first)}") from None
     if _has_bad_string(value):
         raise InvalidEntry("body is not valid for jsonb: \\u0000 or a lone surrogate")
     return value
+
+
+def _why(e: Exception) -> str:
+    """orjson's reason, in the words of the limit behind it."""
+    text = str(e)
+    if text.startswith("depth limit exceeded"):
+        return f"nested deeper than {MAX_DEPTH} levels (the depth limit)"
+    return text
+
+
+def json_error(e: orjson.JSONDecodeError, raw: bytes) -> str:
+    """Why a document orjson refused is refused, said plainly: invalid UTF-8
+    and nesting beyond the limit are not "not JSON"."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as u:
+        return f"not UTF-8 (byte {u.start})"
+    return _why(e)
 
 
 def _has_nul(value: Any) -> bool:
@@ -238,4 +265,12 @@ def encode_body(body: Any) -> bytes:
     try:
         return orjson.dumps(body)
     except TypeError as e:
+        if str(e) != "Recursion limit reached":
+            raise InvalidEntry(f"body is not JSON-serializable: {e}") from None
+    # orjson writes at most 254 levels; the standard encoder goes deeper.
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    except RecursionError:
+        raise InvalidEntry("body is nested too deeply to encode") from None
+    except (TypeError, ValueError) as e:
         raise InvalidEntry(f"body is not JSON-serializable: {e}") from None

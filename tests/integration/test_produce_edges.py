@@ -1,0 +1,74 @@
+"""Waits that honour their timeout (issue 10, point 4) and `rowcast produce`
+input edges (point 8): blank lines answered in place, plain reasons for
+invalid UTF-8 and deep nesting."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from rowcast.contract.errors import ReceiptTimeout
+from rowcast.ops.commands.produce import produce
+from rowcast.producers.producer import Producer
+from tests.integration.test_broadcaster_harness import writer
+
+ROWCAST = os.path.join(os.path.dirname(sys.executable), "rowcast")
+
+
+async def test_a_wait_longer_than_the_socket_timeout_ends_as_a_receipt_timeout(redis_url, prefix):
+    # No writer runs: the receipt never comes. The client's socket timeout
+    # (0.5 s) is shorter than the wait (2 s); the wait must still be the one
+    # that ends it.
+    p = Producer(Redis.from_url(redis_url, socket_timeout=0.5), prefix=prefix)
+    try:
+        with pytest.raises(ReceiptTimeout, match="within 2s"):
+            await p.append("s", "r", "user", {}, wait=True, timeout=2)
+    finally:
+        await p.close()
+
+
+def test_produce_wait_timeout_is_the_one_given(redis_url, prefix):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROWCAST_")}
+    env.update(ROWCAST_REDIS_URL=redis_url, ROWCAST_DATABASE_URL="postgresql://x@127.0.0.1:1/x")
+    env.update(ROWCAST_PREFIX=prefix)
+    line = orjson.dumps({"op": "append", "session": "s", "row": "r", "kind": "k", "body": {}})
+    r = subprocess.run(
+        [ROWCAST, "produce", "--wait", "--timeout", "7"],
+        input=line + b"\n",
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    err = r.stderr.decode()
+    assert r.returncode == 1, err
+    assert "no receipt" in err and "within 7s" in err and "Timeout reading" not in err
+    assert err.count("\n") == 1
+
+
+async def test_every_input_line_gets_its_output_line(redis_url, db_url, prefix):
+    good = orjson.dumps({"op": "append", "session": "s", "row": "a", "kind": "k", "body": {}})
+    deep = b'{"op":"append","session":"s","row":"d","kind":"k","body":' + b"[" * 1100
+    deep += b"]" * 1100 + b"}"
+    mid = b'{"op":"append","session":"s","row":"m","kind":"k","body":' + b"[" * 600
+    mid += b"]" * 600 + b"}"
+    lines = [good, b"", b"   ", b'{"op":"append","session":"\xff"}', deep, mid]
+    stdin = io.BytesIO(b"\n".join(lines) + b"\n")
+    stdout = io.BytesIO()
+    p = Producer(Redis.from_url(redis_url), prefix=prefix)
+    try:
+        async with writer(redis_url, db_url, prefix):
+            code = await produce(p, stdin, stdout, wait=True, timeout=30)
+    finally:
+        await p.close()
+    out = [orjson.loads(x) for x in stdout.getvalue().splitlines()]
+    assert code == 1 and len(out) == len(lines)
+    assert out[0]["ok"] and out[5]["ok"]
+    assert "line 2: blank line" in out[1]["error"] and "line 3: blank" in out[2]["error"]
+    assert "not UTF-8" in out[3]["error"] and "surrogates" not in out[3]["error"]
+    assert "nested deeper than 1024 levels" in out[4]["error"]
