@@ -6,8 +6,8 @@ No I/O here. Python merges and reports; PostgreSQL chooses every number.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -289,6 +289,60 @@ def _receipts(m: Merged, r: Result) -> list[Receipt]:
             payload = ok_receipt(m.session, m.row, r.sequence, revision or 0, change, duplicate)
             out.append(Receipt(e.reply, payload))
     return out
+
+
+def recovery(
+    valid: Sequence[Valid],
+    rejects: Mapping[bytes, str],
+    rows: Mapping[tuple[str, str], tuple[Change, StreamId]],
+) -> tuple[list[Change], list[Receipt], list[Dead]]:
+    """What to tell the world again about entries a crashed leader committed
+    but may not have announced: ``rejects`` are PostgreSQL's recorded
+    refusals among them (entry id -> reason), ``rows`` the current state of
+    their rows with the id of the entry that last wrote each.
+
+    Only rows these entries wrote are announced again: a row they left alone
+    (a duplicate append) carries an older change number, and announcing it
+    now would take its session's feed backwards. Receipts carry the row's
+    current state. A row missing although its entry was applied is a dead
+    letter, never silence."""
+    keep = [v for v in valid if v.id not in rejects]
+    dead = [Dead(v.id, v.fields, rejects[v.id], v.entry.reply) for v in valid if v.id in rejects]
+    keys = list(dict.fromkeys((v.entry.session, v.entry.row) for v in keep))
+    wrote = {parse_id(v.id) for v in keep}
+    wrote |= {parse_id(v.entry.origin) for v in keep if v.entry.origin}
+    asked = {(v.entry.session, v.entry.row) for v in keep if v.entry.reply is not None}
+    changes: list[Change] = []
+    for key in keys:
+        got = rows.get(key)
+        if got is not None and got[1] in wrote:
+            changes.append(replace(got[0], ack=key in asked))
+    changes.sort(key=lambda c: (c.session, c.change))
+    receipts: list[Receipt] = []
+    for v in keep:
+        got = rows.get((v.entry.session, v.entry.row))
+        if got is None:
+            dead.append(
+                Dead(
+                    v.id,
+                    v.fields,
+                    "row missing from PostgreSQL although its entry was recorded as applied",
+                    v.entry.reply,
+                )
+            )
+        elif v.entry.reply is not None:
+            c = got[0]
+            receipt = ok_receipt(
+                c.session, c.row, c.sequence, c.revision, c.change, got[1] not in wrote
+            )
+            receipts.append(Receipt(v.entry.reply, receipt))
+    return changes, receipts, dead
+
+
+def recovery_rows(valid: Sequence[Valid], rejects: Mapping[bytes, str]) -> list[tuple[str, str]]:
+    """The rows ``recovery`` needs to see."""
+    keys = ((v.entry.session, v.entry.row) for v in valid if v.id not in rejects)
+    return list(dict.fromkeys(keys))
 
 
 def ok_receipt(

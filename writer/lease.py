@@ -9,6 +9,7 @@ process that lost its lease cannot take entries out of the new leader's view.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from redis.asyncio import Redis
@@ -17,17 +18,26 @@ from rowcast.contract.errors import LeaseLost
 from rowcast.contract.keys import CONSUMER, GROUP, Keys
 
 # Take the lease if it is free or already ours; every acquisition gets a new
-# fencing number, which also fences out our own earlier incarnation.
+# fencing number, which also fences out our own earlier incarnation. An
+# acquisition is named by a random attempt id: the same attempt sent again (a
+# client's retry after a timeout whose first try did run) returns the fence it
+# already got instead of counting as a second acquisition. The fence is
+# INCRed before anything is written, so a failing INCR leaves no lease behind.
 _ACQUIRE = """
 local cur = redis.call('GET', KEYS[1])
-if cur == false then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-elseif cur ~= ARGV[1] then
+if cur ~= false and cur ~= ARGV[1] then
   return false
-else
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-return redis.call('INCR', KEYS[2])
+local mine = ARGV[1] .. ' ' .. ARGV[3] .. ' '
+local last = redis.call('GET', KEYS[3])
+if last ~= false and string.sub(last, 1, #mine) == mine then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return tonumber(string.sub(last, #mine + 1))
+end
+local fence = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[3], mine .. fence)
+return fence
 """
 
 _RENEW = """
@@ -66,16 +76,20 @@ class Lease:
         self.ttl_ms = ttl_ms
         self._lease = keys.lease(shard)
         self._fence = keys.fence(shard)
+        self._acquired = keys.acquired(shard)
         self._entries = keys.entries(shard)
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
         self._read = redis.register_script(_READ)
 
-    async def acquire(self) -> int | None:
-        """The new fencing number if the lease is now ours, else None."""
+    async def acquire(self, attempt: str | None = None) -> int | None:
+        """The new fencing number if the lease is now ours, else None.
+        ``attempt`` names this acquisition (random by default); repeating it
+        repeats the answer."""
         fence = await self._acquire(
-            keys=[self._lease, self._fence], args=[self.holder, self.ttl_ms]
+            keys=[self._lease, self._fence, self._acquired],
+            args=[self.holder, self.ttl_ms, attempt or secrets.token_hex(8)],
         )
         return None if fence is None else int(fence)
 

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import secrets
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from redis import exceptions as rexc
 from redis.asyncio import Redis
@@ -22,11 +22,13 @@ from rowcast.contract.streamid import parse as parse_id
 from rowcast.writer.batch import (
     Dead,
     Read,
-    Receipt,
-    ok_receipt,
     outcome,
+    recovery,
+    recovery_rows,
     sort_out,
 )
+from rowcast.writer.cancellation import raise_if_cancelled
+from rowcast.writer.fleet import Fleet
 from rowcast.writer.lease import Lease
 from rowcast.writer.metrics import METRICS
 from rowcast.writer.publish import Outcome, Publisher
@@ -66,46 +68,79 @@ Items = list[tuple[bytes, dict[bytes, bytes]]]
 
 
 class ShardWriter:
-    def __init__(self, redis: Redis, cfg: WriterConfig) -> None:
+    """The loop of one shard. With a ``fleet`` it tries to lead the shard only
+    while the fleet's plan gives it to this process, and hands it over (after
+    the batch in hand) when the plan moves it elsewhere; without one it always
+    tries (``rowcast writer --shard N``)."""
+
+    def __init__(self, redis: Redis, cfg: WriterConfig, fleet: Fleet | None = None) -> None:
         self.redis = redis
         self.cfg = cfg
+        self.fleet = fleet
         self.entries = cfg.keys.entries(cfg.shard)
         self.lease = Lease(redis, cfg.keys, cfg.shard, cfg.holder, cfg.lease_ms)
         self.publisher = Publisher(redis, cfg.keys, cfg.shard, cfg.rows_maxlen, cfg.receipt_ttl_ms)
         self._raise_fence = redis.register_script(_RAISE_FENCE)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Wait for the lease, lead until it is lost or ``stop`` is set; repeat."""
+        """Wait for the lease, lead until it is lost, handed over or ``stop``
+        is set; repeat. Any error ends only this turn: the shard starts over
+        (with backoff) while the other shards of the process go on.
+        Cancellation always propagates."""
         backoff = Backoff()
-        poll = self.cfg.lease_ms / 5000
         try:
             while not stop.is_set():
+                raise_if_cancelled()
                 try:
-                    await self._ensure_group()
-                    fence = await self.lease.acquire()
-                except _TRANSIENT as e:
-                    log.warning("shard %d: %s; retrying", self.cfg.shard, one_line(e))
-                    await backoff.wait(stop)
-                    continue
-                if fence is None:
-                    await sleep_unless(stop, poll)
-                    continue
-                try:
-                    await self._lead(fence, stop, backoff)
+                    await self._turn(stop, backoff)
                 except (Fenced, LeaseLost) as e:
                     log.warning("shard %d: stepping down: %s", self.cfg.shard, one_line(e))
-                    await sleep_unless(stop, poll)
+                    await self._idle(stop)
                 except _TRANSIENT as e:
                     log.warning("shard %d: %s; recovering", self.cfg.shard, one_line(e))
                     await backoff.wait(stop)
                 except Exception:
                     # A bug or a server answering the unexpected: say so loudly,
                     # then start over from the tracking record (nothing is lost).
-                    log.exception("shard %d: unexpected error; recovering", self.cfg.shard)
+                    log.exception(
+                        "shard %d: unexpected error; restarting the shard's loop",
+                        self.cfg.shard,
+                        extra={"shard": self.cfg.shard},
+                    )
                     await backoff.wait(stop)
         finally:
             with contextlib.suppress(*_TRANSIENT):
                 await self.lease.release()
+
+    async def _turn(self, stop: asyncio.Event, backoff: Backoff) -> None:
+        """One attempt: lead if the shard is ours to try and the lease is free."""
+        if self.fleet is not None and not self.fleet.wants(self.cfg.shard):
+            await self._idle(stop)
+            return
+        await self._ensure_group()
+        raise_if_cancelled()
+        fence = await self.lease.acquire()
+        raise_if_cancelled()
+        if fence is None:
+            await self._idle(stop)
+            return
+        await self._lead(fence, stop, backoff)
+        if not stop.is_set():
+            # Handed over: the batch in hand is committed and announced.
+            await self.lease.release()
+            log.info("shard %d: handed over to the fleet", self.cfg.shard)
+
+    def _handing_over(self) -> bool:
+        return self.fleet is not None and not self.fleet.wants(self.cfg.shard)
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        """Before trying again: a fifth of a lease, or less when the fleet
+        changes (a shard became ours, or its holder let go)."""
+        poll = self.cfg.lease_ms / 5000
+        if self.fleet is None:
+            await sleep_unless(stop, poll)
+        else:
+            await self.fleet.wait(stop, poll)
 
     async def _ensure_group(self) -> None:
         try:
@@ -166,7 +201,7 @@ class ShardWriter:
             await asyncio.sleep(period)
             try:
                 renewed = await self.lease.renew()
-                _raise_if_cancelled()
+                raise_if_cancelled()
                 if not renewed:
                     raise LeaseLost(f"shard {self.cfg.shard}: lease taken over")
                 last_ok = time.monotonic()
@@ -205,17 +240,17 @@ class ShardWriter:
     async def _reader(self, q: asyncio.Queue[Items | None], stop: asyncio.Event) -> None:
         cfg = self.cfg
         last_id = await self._last_delivered()
-        while not stop.is_set():
+        while not stop.is_set() and not self._handing_over():
             items = await self.lease.read(cfg.batch_max)
-            _raise_if_cancelled()
+            raise_if_cancelled()
             if not items:
                 await self.redis.xread({self.entries: last_id}, count=1, block=250)
-                _raise_if_cancelled()
+                raise_if_cancelled()
                 continue
             if cfg.linger_ms and len(items) < cfg.batch_max and not _asks_receipt(items):
                 await asyncio.sleep(cfg.linger_ms / 1000)
                 items += await self.lease.read(cfg.batch_max - len(items))
-                _raise_if_cancelled()
+                raise_if_cancelled()
             last_id = items[-1][0]
             for chunk in split_by_size(items, cfg.batch_bytes):
                 await q.put(chunk)
@@ -232,7 +267,7 @@ class ShardWriter:
     async def _publisher(self, q: asyncio.Queue[Outcome | None]) -> None:
         while (out := await q.get()) is not None:
             await self.publisher.publish(out)
-            _raise_if_cancelled()
+            raise_if_cancelled()
             METRICS.observe_published(self.cfg.shard, out)
 
     async def _commit(self, store: Store, fence: int, items: Items) -> Outcome:
@@ -264,52 +299,14 @@ class ShardWriter:
     async def _republish(self, store: Store, items: Items) -> Outcome:
         valid, dead = sort_out([Read(i, f) for i, f in items], self.cfg.max_body)
         rejects = await store.rejects_for([v.id for v in valid])
-        keep = [v for v in valid if v.id not in rejects]
-        dead += [
-            Dead(v.id, v.fields, rejects[v.id], v.entry.reply) for v in valid if v.id in rejects
-        ]
-        keys = list(dict.fromkeys((v.entry.session, v.entry.row) for v in keep))
-        rows = await store.rows_for(keys)
-        # Only rows these entries wrote are announced again: a row they left
-        # alone (a duplicate append) carries an older change number, and
-        # announcing it now would take its session's feed backwards.
-        wrote = {parse_id(v.id) for v in keep}
-        wrote |= {parse_id(v.entry.origin) for v in keep if v.entry.origin}
-        asked = {(v.entry.session, v.entry.row) for v in keep if v.entry.reply is not None}
-        out = Outcome(ids=[i for i, _ in items])
-        for key in keys:
-            got = rows.get(key)
-            if got is not None and got[1] in wrote:
-                out.changes.append(replace(got[0], ack=key in asked))
-        out.changes.sort(key=lambda c: (c.session, c.change))
-        for v in keep:
-            got = rows.get((v.entry.session, v.entry.row))
-            if got is None:
-                dead.append(
-                    Dead(
-                        v.id,
-                        v.fields,
-                        "row missing from PostgreSQL although its entry was recorded as applied",
-                        v.entry.reply,
-                    )
-                )
-            elif v.entry.reply is not None:
-                c = got[0]
-                receipt = ok_receipt(
-                    c.session, c.row, c.sequence, c.revision, c.change, got[1] not in wrote
-                )
-                out.receipts.append(Receipt(v.entry.reply, receipt))
-        out.dead = _in_order(dead)
-        return out
-
-
-def _raise_if_cancelled() -> None:
-    """redis-py's asyncio client can swallow a cancellation that arrives while
-    it reconnects (redis-py #2028, #2551); a loop that goes on after that
-    would hold its lease forever. Honour a pending cancel ourselves."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+        rows = await store.rows_for(recovery_rows(valid, rejects))
+        changes, receipts, lost = recovery(valid, rejects, rows)
+        return Outcome(
+            ids=[i for i, _ in items],
+            changes=changes,
+            receipts=receipts,
+            dead=_in_order(dead + lost),
+        )
 
 
 def split_by_size(items: Items, limit: int) -> list[Items]:

@@ -36,6 +36,7 @@ from rowcast.contract.streamid import MAX_PART, StreamId, as_id, fmt
 from rowcast.ops.admin.shell import connect_db, connect_redis, text
 from rowcast.ops.admin.status import (
     applied_offsets,
+    read_members,
     read_shard,
     shard_report,
 )
@@ -135,7 +136,9 @@ def health_problems(shard: Mapping[str, Any], stale_ms: int) -> list[str]:
     n, waiting = shard["shard"], shard["pending"] + (shard["lag"] or 0)
     out = []
     if shard["writer"] == "absent":
-        out.append(f"shard {n}: no writer holds the lease ({waiting} entries waiting)")
+        alive = shard.get("writers_alive")
+        why = f" although {alive} writers are alive (see their logs)" if alive else ""
+        out.append(f"shard {n}: no writer holds the lease ({waiting} entries waiting){why}")
     elif shard["writer"] == "stuck":
         out.append(
             f"shard {n}: writer {shard['lease']['holder']} is stuck: {waiting} entries waiting,"
@@ -304,6 +307,8 @@ def health(r: redis.Redis, settings: Settings, config: JobConfig, lock: JobLock)
     streams = [keys.entries(n) for n in range(settings.shards)]
     with connect_db(settings) as conn:
         offsets = applied_offsets(conn, streams)
+    members, now_ms = read_members(r, keys)
+    alive = sum(1 for _, at in members if now_ms - at <= settings.lease_ms)
     shards, problems = [], []
     for n, key in enumerate(streams):
         offset = offsets.get(key)
@@ -324,6 +329,7 @@ def health(r: redis.Redis, settings: Settings, config: JobConfig, lock: JobLock)
         shard["oldest_waiting_ms"] = None if oldest is None else max(0, raw.now_ms - oldest[0])
         shard["offset_idle_ms"] = None if offset is None else offset[2]
         shard["stale_pending"] = stale
+        shard["writers_alive"] = alive
         shard["writer"] = writer_state(
             shard["lease"]["holder"],
             waiting,

@@ -3,7 +3,8 @@
 Per shard, from Redis: input stream length, consumer-group lag and pending
 count, age of the oldest pending entry, dead letters, the lease holder and
 its fencing number, the length of ``P:{N}:rows``; from PostgreSQL: the last
-applied entry id. Per broadcaster: its heartbeat (connections,
+applied entry id. Per writer process: its heartbeat and the shards it leads
+(a shard no writer leads is named). Per broadcaster: its heartbeat (connections,
 subscriptions). The JSON shape is part of the contract (see the README);
 keys are only ever added.
 """
@@ -113,6 +114,39 @@ def broadcaster_report(instance: str, value: bytes | None) -> dict[str, Any] | N
     return out
 
 
+def writers_report(
+    members: Sequence[tuple[str, float]], now_ms: int, shards: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The writer processes: the fleet's members (from their heartbeats, with
+    the shards each holds now) and any other lease holder (a writer pinned
+    with ``--shard``, which does not join the fleet: ``heartbeat_age_ms`` null)."""
+    held: dict[str, list[int]] = {}
+    for s in shards:
+        holder = s["lease"]["holder"]
+        if holder is not None:
+            held.setdefault(holder, []).append(s["shard"])
+    out = [
+        {
+            "holder": m,
+            "heartbeat_age_ms": max(0, now_ms - int(score)),
+            "shards": sorted(held.get(m, [])),
+        }
+        for m, score in sorted(members)
+    ]
+    known = {m for m, _ in members}
+    out += [
+        {"holder": h, "heartbeat_age_ms": None, "shards": sorted(v)}
+        for h, v in sorted(held.items())
+        if h not in known
+    ]
+    return out
+
+
+def unheld(shards: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Shards no writer leads right now."""
+    return [s["shard"] for s in shards if s["lease"]["holder"] is None]
+
+
 def _age(ms: int | None) -> str:
     if ms is None:
         return "-"
@@ -159,6 +193,30 @@ def format_status(report: Mapping[str, Any]) -> str:
             rows,
         )
     ]
+    free = unheld(report["shards"])
+    if free:
+        out.append(f"no writer leads shard {', '.join(map(str, free))}")
+    ws = report.get("writers")
+    if ws is not None:
+        out.append("")
+        if ws:
+            out.append(
+                table(
+                    ["writer", "heartbeat", "leads"],
+                    [
+                        [
+                            cell(w["holder"]),
+                            _age(w["heartbeat_age_ms"])
+                            if w["heartbeat_age_ms"] is not None
+                            else "(pinned)",
+                            ",".join(map(str, w["shards"])) or "-",
+                        ]
+                        for w in ws
+                    ],
+                )
+            )
+        else:
+            out.append("writers: none (no heartbeat, no lease held)")
     bcs = report.get("broadcasters") or []
     out.append("")
     if bcs:
@@ -272,6 +330,17 @@ def read_broadcasters(r: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
     return [b for b in out if b is not None]
 
 
+def read_members(r: redis.Redis, keys: Keys) -> tuple[list[tuple[str, float]], int]:
+    """The fleet's heartbeats (holder, Redis ms) and Redis's clock now."""
+    pipe = r.pipeline(transaction=False)
+    pipe.zrange(keys.writers(), 0, -1, withscores=True)
+    pipe.time()
+    members, now = pipe.execute()
+    return [(text(m) or "", float(sc)) for m, sc in members], int(now[0]) * 1000 + int(
+        now[1]
+    ) // 1000
+
+
 def read_verify(r: redis.Redis, keys: Keys) -> dict[str, Any] | None:
     raw: Any = r.get(keys.verify_result())
     if raw is None:
@@ -297,11 +366,14 @@ def collect(settings: Settings) -> dict[str, Any]:
     except (Unavailable, ConfigError, RowcastError) as e:
         errors.append(str(e))
     with connect_redis(settings) as r:
+        shard_list = [
+            shard_report(read_shard(r, keys, n, offsets.get(keys.entries(n), (None, 0, 0))[0]))
+            for n in shards
+        ]
+        members, now_ms = read_members(r, keys)
         report: dict[str, Any] = {
-            "shards": [
-                shard_report(read_shard(r, keys, n, offsets.get(keys.entries(n), (None, 0, 0))[0]))
-                for n in shards
-            ],
+            "shards": shard_list,
+            "writers": writers_report(members, now_ms, shard_list),
             "broadcasters": read_broadcasters(r, keys),
             "verify": read_verify(r, keys),
             "prefix": settings.prefix,

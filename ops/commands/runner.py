@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from rowcast.ops.settings import Settings
 from rowcast.writer import ShardWriter, WriterConfig
+from rowcast.writer.fleet import Fleet
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +44,31 @@ def writer_configs(settings: Settings, shards: Sequence[int], holder: str) -> li
     ]
 
 
-async def run_writers(settings: Settings, shards: Sequence[int], stop: asyncio.Event) -> None:
+async def run_writers(
+    settings: Settings, shards: Sequence[int], stop: asyncio.Event, spread: bool = True
+) -> None:
+    """A loop per shard. With ``spread`` this process joins the fleet of
+    writers and leads only its share of ``shards``; without, it tries to lead
+    every one of them (``--shard``). A shard's errors stay in its own loop, so
+    the task group ends only on ``stop`` or cancellation."""
     redis_url, _ = settings.need_servers()
     redis = Redis.from_url(redis_url)
     holder = holder_id()
+    fleet = Fleet(redis, settings.keys, holder, shards, settings.lease_ms) if spread else None
     try:
-        writers = [ShardWriter(redis, cfg) for cfg in writer_configs(settings, shards, holder)]
-        log.info("writer %s serving shards %s", holder, list(shards))
+        writers = [
+            ShardWriter(redis, cfg, fleet) for cfg in writer_configs(settings, shards, holder)
+        ]
+        how = "sharing them with the fleet" if fleet is not None else "pinned"
+        log.info("writer %s serving shards %s, %s", holder, list(shards), how)
         async with asyncio.TaskGroup() as tg:
+            if fleet is not None:
+                tg.create_task(fleet.run(stop))
             for w in writers:
                 tg.create_task(w.run(stop))
     finally:
+        if fleet is not None:
+            await fleet.leave()
         await redis.aclose()
 
 

@@ -12,7 +12,12 @@ from rowcast.ops.settings import Settings
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--shard", type=int, action="append", help="only this shard (repeatable)")
+    p.add_argument(
+        "--shard",
+        type=int,
+        action="append",
+        help="lead only this shard (repeatable); such a process stays out of the fleet's spreading",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -35,7 +40,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         install_stop(stop)
-        await run_writers(settings, sorted(set(shards)), stop)
+        await run_writers(settings, sorted(set(shards)), stop, spread=not args.shard)
 
     asyncio.run(main())
     return 0

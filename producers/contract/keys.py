@@ -51,9 +51,20 @@ class Keys:
         """Counter: incremented by every new lease holder (its fencing number)."""
         return f"{self.prefix}:{{{shard}}}:fence"
 
+    def acquired(self, shard: int) -> str:
+        """String: ``holder attempt fence`` of the last lease acquisition, so a
+        retried acquisition returns its fence instead of taking a new one."""
+        return f"{self.prefix}:{{{shard}}}:acquired"
+
     def epoch(self, shard: int) -> str:
         """String: a random id of this incarnation of the shard's input stream."""
         return f"{self.prefix}:{{{shard}}}:epoch"
+
+    def writers(self) -> str:
+        """Sorted set: the live writer processes of the fleet (holder id ->
+        last heartbeat, Redis's clock in ms). One key, so a cluster reads the
+        whole membership in one call."""
+        return f"{self.prefix}:writers"
 
     def verify_result(self) -> str:
         """String: JSON of the last periodic ``verify`` run (maintenance job)."""
