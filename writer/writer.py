@@ -152,6 +152,7 @@ class ShardWriter:
     async def _lead(self, fence: int, stop: asyncio.Event, backoff: Backoff) -> None:
         cfg = self.cfg
         epoch = await self._epoch()
+        raise_if_cancelled()
         store = await Store.connect(cfg.database_url, self.entries, cfg.lease_ms)
         try:
             try:
@@ -168,6 +169,7 @@ class ShardWriter:
                 if fence is None:
                     raise
                 last = await store.claim(int(fence), epoch)
+            raise_if_cancelled()
             log.info(
                 "shard %d: leading with fence %d, applied up to %s",
                 cfg.shard,
@@ -215,6 +217,7 @@ class ShardWriter:
         start = "0"
         while True:
             items = await self.lease.read(self.cfg.batch_max, start)
+            raise_if_cancelled()
             if not items:
                 return
             start = items[-1][0].decode()
@@ -225,6 +228,7 @@ class ShardWriter:
                 await self.publisher.publish(await self._republish(store, done))
             if todo:
                 await self.publisher.publish(await self._commit(store, fence, todo))
+            raise_if_cancelled()
 
     async def _pipeline(self, store: Store, fence: int, stop: asyncio.Event) -> None:
         reads: asyncio.Queue[Items | None] = asyncio.Queue(1)
