@@ -94,12 +94,17 @@ class ShardWriter:
                 try:
                     await self._turn(stop, backoff)
                 except (Fenced, LeaseLost) as e:
+                    raise_if_cancelled()
                     log.warning("shard %d: stepping down: %s", self.cfg.shard, one_line(e))
                     await self._idle(stop)
                 except _TRANSIENT as e:
+                    raise_if_cancelled()
                     log.warning("shard %d: %s; recovering", self.cfg.shard, one_line(e))
                     await backoff.wait(stop)
                 except Exception:
+                    # A cancel that arrived with the error (a task group reports
+                    # the error) still wins.
+                    raise_if_cancelled()
                     # A bug or a server answering the unexpected: say so loudly,
                     # then start over from the tracking record (nothing is lost).
                     log.exception(
