@@ -69,14 +69,18 @@ class Store:
             conn = await psycopg.AsyncConnection.connect(
                 url, autocommit=True, prepare_threshold=None, application_name="rowcast-writer"
             )
-            # A writer frozen inside its transaction must not keep its session
-            # locks past its lease: the server ends that transaction itself.
-            await conn.execute(
-                "SELECT set_config('idle_in_transaction_session_timeout', %s, false),"
-                " set_config('lock_timeout', %s, false),"
-                " set_config('statement_timeout', %s, false)",
-                (str(lease_ms), str(lease_ms), str(max(60_000, 4 * lease_ms))),
-            )
+            try:
+                # A writer frozen inside its transaction must not keep its session
+                # locks past its lease: the server ends that transaction itself.
+                await conn.execute(
+                    "SELECT set_config('idle_in_transaction_session_timeout', %s, false),"
+                    " set_config('lock_timeout', %s, false),"
+                    " set_config('statement_timeout', %s, false)",
+                    (str(lease_ms), str(lease_ms), str(max(60_000, 4 * lease_ms))),
+                )
+            except BaseException:  # cancelled too: never leave the session open
+                await conn.close()
+                raise
         except psycopg.Error as e:
             raise translate(e) from e
         return cls(conn, stream, max_body)

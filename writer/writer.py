@@ -94,12 +94,17 @@ class ShardWriter:
                 try:
                     await self._turn(stop, backoff)
                 except (Fenced, LeaseLost) as e:
+                    raise_if_cancelled()
                     log.warning("shard %d: stepping down: %s", self.cfg.shard, one_line(e))
                     await self._idle(stop)
                 except _TRANSIENT as e:
+                    raise_if_cancelled()
                     log.warning("shard %d: %s; recovering", self.cfg.shard, one_line(e))
                     await backoff.wait(stop)
                 except Exception:
+                    # A cancel that arrived with the error (a task group reports
+                    # the error) still wins.
+                    raise_if_cancelled()
                     # A bug or a server answering the unexpected: say so loudly,
                     # then start over from the tracking record (nothing is lost).
                     log.exception(
@@ -152,6 +157,7 @@ class ShardWriter:
     async def _lead(self, fence: int, stop: asyncio.Event, backoff: Backoff) -> None:
         cfg = self.cfg
         epoch = await self._epoch()
+        raise_if_cancelled()
         store = await Store.connect(cfg.database_url, self.entries, cfg.lease_ms, cfg.max_body)
         try:
             try:
@@ -168,6 +174,7 @@ class ShardWriter:
                 if fence is None:
                     raise
                 last = await store.claim(int(fence), epoch)
+            raise_if_cancelled()
             log.info(
                 "shard %d: leading with fence %d, applied up to %s",
                 cfg.shard,
@@ -215,6 +222,7 @@ class ShardWriter:
         start = "0"
         while True:
             items = await self.lease.read(self.cfg.batch_max, start)
+            raise_if_cancelled()
             if not items:
                 return
             start = items[-1][0].decode()
@@ -225,6 +233,7 @@ class ShardWriter:
                 await self.publisher.publish(await self._republish(store, done))
             if todo:
                 await self.publisher.publish(await self._commit(store, fence, todo))
+            raise_if_cancelled()
 
     async def _pipeline(self, store: Store, fence: int, stop: asyncio.Event) -> None:
         reads: asyncio.Queue[Items | None] = asyncio.Queue(1)

@@ -1,10 +1,14 @@
 """Write-path benchmark: the real writer beside its baselines, in one run.
 
     python -m tests.bench.write [--entries 100000] [--sessions 1000] [--naive 5000]
+    python -m tests.bench.write --shards 4 --writers 1,2
 
 Needs ROWCAST_REDIS_URL and an admin ROWCAST_DATABASE_URL; it creates (and
 drops) its own database and uses its own key prefix. Loopback only, bounded.
-Reported as entries/s and as ratios to the naive baseline.
+Reported as entries/s and as ratios to the naive baseline. With
+``--writers 1,2`` the backlog (over ``--shards`` shards) is drained once by
+each number of ``rowcast writer`` processes started together, spreading the
+shards between them as a fleet does.
 """
 
 from __future__ import annotations
@@ -49,12 +53,29 @@ def workload(n: int, sessions: int, seed: int = 1) -> list[Entry]:
     return out
 
 
-async def bench_writer(redis_url: str, db_url: str, entries: list[Entry]) -> dict[str, Any]:
-    """Backlog drain: entries pushed first, then the writer started and timed."""
+async def drained(redis: Redis, keys: Keys, shards: int) -> bool:
+    for n in range(shards):
+        groups = await redis.xinfo_groups(keys.entries(n))
+        g = next((x for x in groups if x["name"] in (GROUP, GROUP.encode())), None)
+        if g is None or g["pending"] or g.get("lag") != 0:
+            return False
+    return True
+
+
+async def bench_writer(
+    redis_url: str,
+    db_url: str,
+    entries: list[Entry],
+    shards: int = 1,
+    writers: int = 1,
+    latency: bool = True,
+) -> dict[str, Any]:
+    """Backlog drain: entries pushed first, then the writer processes started
+    together and timed until every shard is drained."""
     prefix = f"bench{secrets.token_hex(3)}"
     keys = Keys(prefix)
     redis = Redis.from_url(redis_url)
-    producer = Producer(redis, prefix=prefix)
+    producer = Producer(redis, prefix=prefix, shards=shards)
     for i in range(0, len(entries), 2000):
         await producer.push_many(entries[i : i + 2000])
     env = {
@@ -63,39 +84,40 @@ async def bench_writer(redis_url: str, db_url: str, entries: list[Entry]) -> dic
         "ROWCAST_DATABASE_URL": db_url,
         "ROWCAST_PREFIX": prefix,
         "ROWCAST_LOG_LEVEL": "WARNING",
+        "ROWCAST_SHARDS": str(shards),
     }
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rowcast.ops.cli", "writer", "--log-level", "WARNING"], env=env
-    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "rowcast.ops.cli", "writer", "--log-level", "WARNING"], env=env
+        )
+        for _ in range(writers)
+    ]
+    lat: list[float] = []
     try:
-        while True:
-            groups = await redis.xinfo_groups(keys.entries(0))
-            g = next((x for x in groups if x["name"] in (GROUP, GROUP.encode())), None)
-            if g is not None and not g["pending"] and g.get("lag") == 0:
-                break
+        while not await drained(redis, keys, shards):
             await asyncio.sleep(0.02)
-        drained = time.perf_counter() - started
+        seconds = time.perf_counter() - started
         # Receipt latency on the now idle pipeline.
-        lat = []
-        for i in range(500):
+        for i in range(500 if latency else 0):
             t0 = time.perf_counter()
             await producer.append("latency", f"l{i}", "user", {"i": i}, wait=True)
             lat.append((time.perf_counter() - t0) * 1000)
             await asyncio.sleep(0.002)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
         async for key in redis.scan_iter(match=f"{prefix}:*"):
             await redis.delete(key)
         await redis.aclose()
-    lat.sort()
-    return {
-        "seconds": drained,
-        "rate": len(entries) / drained,
-        "p50_ms": statistics.median(lat),
-        "p99_ms": lat[int(len(lat) * 0.99) - 1],
-    }
+    out: dict[str, Any] = {"seconds": seconds, "rate": len(entries) / seconds}
+    if lat:
+        lat.sort()
+        out["p50_ms"] = statistics.median(lat)
+        out["p99_ms"] = lat[int(len(lat) * 0.99) - 1]
+    return out
 
 
 async def bench_store(db_url: str, entries: list[Entry], batch: int = 1000) -> dict[str, Any]:
@@ -145,7 +167,12 @@ def main() -> None:
     ap.add_argument("--entries", type=int, default=100_000)
     ap.add_argument("--sessions", type=int, default=1000)
     ap.add_argument("--naive", type=int, default=5000, help="entries for the naive baseline")
+    ap.add_argument("--shards", type=int, default=1, help="ROWCAST_SHARDS of the writer runs")
+    ap.add_argument("--writers", default="", help="comma-separated writer process counts, e.g. 1,2")
     a = ap.parse_args()
+    if a.writers:
+        counts = [int(x) for x in a.writers.split(",")]
+        return fleet_main(a.entries, a.sessions, a.shards, counts)
     redis_url = os.environ.get("ROWCAST_REDIS_URL", "redis://127.0.0.1:6379/0")
     admin = os.environ.get("ROWCAST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     entries = workload(a.entries, a.sessions)
@@ -173,6 +200,23 @@ def main() -> None:
         f"p50 {w['p50_ms']:.2f} ms, p99 {w['p99_ms']:.2f} ms"
     )
     print(orjson.dumps(results).decode())
+
+
+def fleet_main(n: int, sessions: int, shards: int, counts: list[int]) -> None:
+    """The same backlog drained by each number of writer processes."""
+    redis_url = os.environ.get("ROWCAST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    admin = os.environ.get("ROWCAST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    entries = workload(n, sessions)
+    print(f"{n} entries over {sessions} sessions and {shards} shards")
+    print(f"{'writer processes':>16} {'entries/s':>10} {'seconds':>8}")
+    results = {}
+    for w in counts:
+        with databases.scratch(admin, "rowcast_bench") as (_, url):
+            migrate(url)
+            r = asyncio.run(bench_writer(redis_url, url, entries, shards, w, latency=False))
+        results[w] = r
+        print(f"{w:>16} {r['rate']:>10,.0f} {r['seconds']:>8.2f}")
+    print(orjson.dumps({str(k): v for k, v in results.items()}).decode())
 
 
 if __name__ == "__main__":
