@@ -4,6 +4,7 @@ safe for a table on a terminal."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
@@ -67,12 +68,48 @@ def text(value: Any) -> str | None:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+# C0 and C1 controls, DEL, and the invisible marks that reorder or hide text
+# (bidirectional overrides and isolates, zero-width characters, BOM).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+def _escape_one(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe(value: str) -> str:
+    """Text a terminal shows as it is: every control or invisible character as
+    a visible escape (``\\x1b``, ``\\u202e``), so no stored id or body can
+    retitle, recolour or rewrite an operator's screen."""
+    return _UNSAFE.sub(_escape_one, value)
+
+
+def shorten(value: str, n: int) -> str:
+    """``safe(value)`` in at most about ``n`` characters, cut between
+    characters of the original (never inside an escape), ``…`` when cut."""
+    if len(value) <= n and not _UNSAFE.search(value):
+        return value
+    out: list[str] = []
+    width = 0
+    for i, ch in enumerate(value):
+        shown = safe(ch)
+        if width + len(shown) > n - 1 and i < len(value) - 1:
+            return "".join(out) + "…"
+        if width + len(shown) > n and i == len(value) - 1:
+            return "".join(out) + "…"
+        out.append(shown)
+        width += len(shown)
+    return "".join(out)
+
+
 def cell(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain left-aligned text table."""
+    """A plain left-aligned text table, every cell made safe for a terminal."""
+    rows = [[safe(c) for c in r] for r in rows]
     widths = [len(h) for h in header]
     for r in rows:
         widths = [max(w, len(c)) for w, c in zip(widths, r, strict=True)]
