@@ -50,6 +50,8 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as e:
         why = os.strerror(e.errno) if e.errno else str(e)
         raise ConfigError(f"cannot listen on {host}:{port}: {why}") from None
+    except (OverflowError, ValueError) as e:  # a port outside 0..65535, a malformed host
+        raise ConfigError(f"cannot listen on {host}:{port}: {e}") from None
     sock.setblocking(False)
     return sock
 

@@ -17,7 +17,7 @@ from psycopg import errors as pgerr
 from redis import exceptions as rexc
 
 from rowcast.contract.errors import ConfigError, RowcastError, Unavailable, one_line
-from rowcast.ops.settings import Settings
+from rowcast.ops.settings import Settings, redact
 
 _SQL = Path(__file__).parent / "sql"
 
@@ -60,6 +60,28 @@ def connect_db(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
         raise RowcastError(f"PostgreSQL: {one_line(e)}") from e
     finally:
         conn.close()
+
+
+def check_servers(settings: Settings, timeout: float = 5.0) -> None:
+    """At start, both servers must answer: an unreachable one is a
+    configuration problem said once (exit 2), not a retry loop. (Once
+    running, writer and broadcaster retry a server that goes away.)"""
+    redis_url, database_url = settings.need_servers()
+    client = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        client.ping()
+    except rexc.ResponseError as e:
+        raise ConfigError(f"Redis at {redact(redis_url)}: {one_line(e)}") from None
+    except (rexc.RedisError, OSError) as e:
+        raise Unavailable(f"cannot reach Redis at {redact(redis_url)}: {one_line(e)}") from None
+    finally:
+        client.close()
+    try:
+        psycopg.connect(database_url, connect_timeout=max(2, int(timeout))).close()
+    except psycopg.Error as e:
+        raise Unavailable(
+            f"cannot reach PostgreSQL at {redact(database_url)}: {one_line(e)}"
+        ) from None
 
 
 def text(value: Any) -> str | None:
