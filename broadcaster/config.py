@@ -53,9 +53,9 @@ class BroadcasterConfig:
     heartbeat_ttl_s: int = 15
     origins: tuple[str, ...] = ()
     """Browser origins allowed besides the broadcaster's own (ROWCAST_ORIGINS)."""
-    max_connections: int = 10_000
+    max_connections: int = 20_000
     """Requests and sockets served at once by the process (ROWCAST_MAX_CONNECTIONS)."""
-    max_per_client: int = 1_000
+    max_per_client: int = 2_000
     """Of those, from one client address (ROWCAST_MAX_CONNECTIONS_PER_CLIENT)."""
 
     @property

@@ -48,8 +48,8 @@ class Settings:
     queue_max: int = 10_000
     frame_changes: int = 256
     origins: tuple[str, ...] = ()
-    max_connections: int = 10_000
-    max_per_client: int = 1_000
+    max_connections: int = 20_000
+    max_per_client: int = 2_000
 
     @property
     def keys(self) -> Keys:
