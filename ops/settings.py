@@ -50,6 +50,8 @@ class Settings:
     origins: tuple[str, ...] = ()
     max_connections: int = 20_000
     max_per_client: int = 2_000
+    stall_s: float = 30.0
+    ws_idle_s: float = 60.0
 
     @property
     def keys(self) -> Keys:
@@ -177,6 +179,8 @@ _NUMBERS: dict[str, tuple[str, int | None, int | None]] = {
     "frame_changes": ("ROWCAST_FRAME_CHANGES", 1, 10_000),
     "max_connections": ("ROWCAST_MAX_CONNECTIONS", 1, 1_000_000),
     "max_per_client": ("ROWCAST_MAX_CONNECTIONS_PER_CLIENT", 1, 1_000_000),
+    "stall_s": ("ROWCAST_STALL_S", 1, 3600),
+    "ws_idle_s": ("ROWCAST_WS_IDLE_S", 1, 86_400),
 }
 """Settings field -> (environment variable, lowest, highest); the default is the field's."""
 

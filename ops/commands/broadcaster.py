@@ -29,6 +29,8 @@ def broadcaster_config(settings: Settings) -> BroadcasterConfig:
         origins=settings.origins,
         max_connections=settings.max_connections,
         max_per_client=settings.max_per_client,
+        stall_s=settings.stall_s,
+        ws_idle_s=settings.ws_idle_s,
     )
 
 
