@@ -61,12 +61,14 @@ def running(redis_url: str, db_url: str, prefix: str, **config: Any) -> Iterator
 
 @pytest.fixture
 def live(redis_url, db_url, prefix):
-    with running(redis_url, db_url, prefix, secret=SECRET) as b:
-        with httpx.Client(base_url=b.base, timeout=20) as http:
-            b.http = http
-            yield b
-            # Whatever came before, it still answers.
-            assert http.get("/healthz").status_code == 200
+    with (
+        running(redis_url, db_url, prefix, secret=SECRET) as b,
+        httpx.Client(base_url=b.base, timeout=20) as http,
+    ):
+        b.http = http
+        yield b
+        # Whatever came before, it still answers.
+        assert http.get("/healthz").status_code == 200
 
 
 TOKEN = mint(SECRET, ["*"], ttl=3600)
