@@ -73,6 +73,8 @@ def mint(secret: str, sessions: Iterable[str], ttl: int, now: float | None = Non
     if ttl < 1:
         raise ConfigError("--ttl must be at least 1 second")
     issued = int(time.time() if now is None else now)
+    if issued + ttl > LATEST_EXP:
+        raise ConfigError("--ttl reaches beyond the year 9999")
     claims = {"sessions": names, "iat": issued, "exp": issued + ttl}
     return jwt.encode(claims, check_secret(secret), algorithm=ALGORITHM)
 
