@@ -6,7 +6,9 @@ deployed) holding many subscribed, quiet sockets.
 Each socket does the WebSocket handshake, subscribes to one session (which
 holds one row, so every subscription catches up and goes live), and then
 stays quiet. The broadcaster's RSS is read (psutil) with one socket open,
-with all of them open, and after they all closed; the figure is
+with all of them open, after they all closed, and with all of them open
+again (a second round: memory kept after closing is reused, not leaked); the
+figure is
 (RSS with all - RSS with one) / sockets. Prints one JSON object.
 Needs ROWCAST_REDIS_URL / ROWCAST_DATABASE_URL (an admin URL), or the
 defaults 127.0.0.1:6379 and :5432.
@@ -122,6 +124,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             gc.collect()
             await asyncio.sleep(5)
             after = _rss(bpid)
+            # A second round: RSS that stays after closing is reused, not leaked.
+            for i in range(1, args.sockets, 100):
+                batch = [
+                    sessions[(i + k) % len(sessions)] for k in range(min(100, args.sockets - i))
+                ]
+                held.extend(await asyncio.gather(*(_open(port, s) for s in batch)))
+            await asyncio.sleep(5)
+            again = _rss(bpid)
+            for _, w in held:
+                w.close()
+            held.clear()
+            out["rss_second_round_mb"] = round(again / 2**20, 1)
             out.update(
                 rss_one_mb=round(one / 2**20, 1),
                 rss_all_mb=round(full / 2**20, 1),

@@ -11,7 +11,7 @@ import hmac
 import json
 import time
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from rowcast.broadcaster.auth import Denied, Grant, authorize, verify
@@ -55,6 +55,10 @@ headers = st.one_of(
 
 
 @fuzz_settings(400)
+@example(  # found by this test: an integer beyond a float crashed the exp check
+    '{"alg": "HS256", "typ": "JWT"}', {"exp": "1" + "0" * 400, "sessions": '["*"]'}, True, None
+)
+@example('{"alg": "HS256", "typ": "JWT"}', {"exp": "NaN", "sessions": '["*"]'}, True, None)
 @given(
     headers,
     st.dictionaries(
