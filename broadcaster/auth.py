@@ -16,10 +16,14 @@ from dataclasses import dataclass
 
 import jwt
 
-from rowcast.contract.errors import ConfigError, RowcastError
+from rowcast.contract.errors import ConfigError, RowcastError, one_line
 
 ALL = "*"
 ALGORITHM = "HS256"
+MAX_TOKEN = 8192
+"""Longest token read; a longer one is refused before it is decoded."""
+LATEST_EXP = 253402300799
+"""9999-12-31T23:59:59Z: an ``exp`` beyond it (or not finite) is refused."""
 MIN_SECRET_BYTES = 32
 """RFC 7518 (3.2): an HS256 key must be at least as long as the hash, 256 bits."""
 
@@ -68,12 +72,16 @@ def mint(secret: str, sessions: Iterable[str], ttl: int, now: float | None = Non
     if ttl < 1:
         raise ConfigError("--ttl must be at least 1 second")
     issued = int(time.time() if now is None else now)
+    if issued + ttl > LATEST_EXP:
+        raise ConfigError("--ttl reaches beyond the year 9999")
     claims = {"sessions": names, "iat": issued, "exp": issued + ttl}
     return jwt.encode(claims, check_secret(secret), algorithm=ALGORITHM)
 
 
 def verify(secret: str, token: str, now: float | None = None) -> Grant:
     """The grant a token carries, or Denied(401) saying why it is refused."""
+    if len(token) > MAX_TOKEN:
+        raise Denied(401, f"token too long ({len(token)} characters, at most {MAX_TOKEN})")
     try:
         # exp is checked below against the caller's clock (tests pass their own).
         claims = jwt.decode(
@@ -85,10 +93,19 @@ def verify(secret: str, token: str, now: float | None = None) -> Grant:
     except jwt.InvalidSignatureError:
         raise Denied(401, "token signature is not valid") from None
     except jwt.InvalidTokenError as e:
-        raise Denied(401, f"invalid token: {e}") from None
+        raise Denied(401, f"invalid token: {one_line(e)[:200]}") from None
+    except (TypeError, ValueError, OverflowError, RecursionError) as e:
+        # PyJWT lets a few malformed claims through as plain errors.
+        raise Denied(401, f"invalid token: {one_line(e)[:200]}") from None
+    if not isinstance(claims, dict):
+        raise Denied(401, "invalid token: the claims are not a JSON object")
     exp = claims["exp"]
     if not isinstance(exp, int | float) or isinstance(exp, bool):
         raise Denied(401, "invalid token: exp is not a number")
+    if not exp <= LATEST_EXP:
+        # 1e999 reads as infinity (and NaN compares false): a token that would
+        # never expire. Compared as is: a 400-digit integer has no float.
+        raise Denied(401, "invalid token: exp is not a time before the year 10000")
     if exp <= (time.time() if now is None else now):
         raise Denied(401, "token expired")
     sessions = claims.get("sessions")

@@ -39,6 +39,11 @@ class BroadcasterConfig:
     """An SSE comment line after this long without an event (keeps proxies open)."""
     sse_retry_ms: int = 1000
     """The reconnection delay announced to EventSource clients."""
+    stall_s: float = 30.0
+    """A send to one client that takes longer (it stopped reading) closes the
+    connection: resync first, as for a slow one. ROWCAST_STALL_S."""
+    ws_idle_s: float = 60.0
+    """A WebSocket with no subscription for this long is closed (1000). ROWCAST_WS_IDLE_S."""
     max_subscriptions: int = 100
     """Sessions one WebSocket may subscribe to at once."""
     pool_max: int = 8
@@ -53,9 +58,9 @@ class BroadcasterConfig:
     heartbeat_ttl_s: int = 15
     origins: tuple[str, ...] = ()
     """Browser origins allowed besides the broadcaster's own (ROWCAST_ORIGINS)."""
-    max_connections: int = 10_000
+    max_connections: int = 20_000
     """Requests and sockets served at once by the process (ROWCAST_MAX_CONNECTIONS)."""
-    max_per_client: int = 1_000
+    max_per_client: int = 2_000
     """Of those, from one client address (ROWCAST_MAX_CONNECTIONS_PER_CLIENT)."""
 
     @property
@@ -76,6 +81,8 @@ class BroadcasterConfig:
         if self.secret is not None:
             check_secret(self.secret)
         parse_origins(self.origins)
+        if self.stall_s <= 0 or self.ws_idle_s <= 0:
+            raise ConfigError("the stall and idle times must be positive")
         if self.max_connections < 1 or self.max_per_client < 1:
             raise ConfigError("the connection limits must be at least 1")
         if not 0 <= self.window_ms <= 60_000:

@@ -145,8 +145,8 @@ class Guard:
         *,
         secret: bool,
         origins: frozenset[OriginKey] = frozenset(),
-        max_connections: int = 10_000,
-        max_per_client: int = 1_000,
+        max_connections: int = 20_000,
+        max_per_client: int = 2_000,
     ) -> None:
         self.app = app
         self.secret = secret

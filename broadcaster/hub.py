@@ -190,7 +190,7 @@ class Hub:
             except (KeyError, TypeError, ValueError, AttributeError) as e:
                 self.metrics.bad_messages.inc()
                 log.warning("unreadable change in a P:rows message (%s): rechecking", e)
-                self._gap([session] if watches is not None and isinstance(session, str) else None)
+                self._gap([session] if isinstance(session, str) else None)
                 continue
             assert watches is not None
             routed += 1

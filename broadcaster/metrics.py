@@ -66,6 +66,16 @@ class Metrics:
         self.resyncs = Counter(
             "rowcast_broadcaster_resyncs", "Connections closed as too slow", registry=r
         )
+        self.stalls = Counter(
+            "rowcast_broadcaster_stalls",
+            "Connections closed as stalled: a send did not complete in time",
+            registry=r,
+        )
+        self.idle_closed = Counter(
+            "rowcast_broadcaster_idle_closed",
+            "WebSockets closed after a time without any subscription",
+            registry=r,
+        )
         self.reconnects = Counter(
             "rowcast_broadcaster_pubsub_reconnects", "Pub/sub connections lost", registry=r
         )

@@ -11,9 +11,11 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from rowcast.broadcaster.runtime import Runtime
 from rowcast.contract.errors import ConfigError
@@ -22,6 +24,51 @@ log = logging.getLogger(__name__)
 
 WS_MAX_SIZE = 1 << 20
 """WebSocket frames larger than this are refused by the protocol (close 1009)."""
+MAX_HEAD = 64 * 1024
+"""Most bytes of a request line and headers read before a 431 (every route is
+a GET with a few short headers; a token is at most 8 KiB)."""
+
+
+class _BoundedHttp(HttpToolsProtocol):
+    """uvicorn's httptools protocol, refusing a request head over MAX_HEAD
+    with 431 instead of buffering it whole (httptools keeps a partial header
+    until it ends, however long)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head = 0
+        self._in_head = True
+        self._refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # read and dropped, so closing does not reset the answer away
+        if self._in_head:
+            self._head += len(data)
+            if self._head > MAX_HEAD:
+                self._refuse()
+                return
+        super().data_received(data)
+
+    def _refuse(self) -> None:
+        body = b'{"error":"request headers too large"}'
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/json\r\nconnection: close\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        self._refused = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        asyncio.get_running_loop().call_later(1.0, self.transport.close)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head, self._head = True, 0
 
 
 def is_loopback(host: str) -> bool:
@@ -50,6 +97,8 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as e:
         why = os.strerror(e.errno) if e.errno else str(e)
         raise ConfigError(f"cannot listen on {host}:{port}: {why}") from None
+    except (OverflowError, ValueError) as e:  # a port outside 0..65535, a malformed host
+        raise ConfigError(f"cannot listen on {host}:{port}: {e}") from None
     sock.setblocking(False)
     return sock
 
@@ -83,6 +132,7 @@ def _config(app: Starlette, log_level: str | None) -> uvicorn.Config:
         # Compression costs more CPU than it saves bytes here: each frame would
         # be deflated once per client, and most frames are small.
         ws_per_message_deflate=False,
+        http=_BoundedHttp,
         timeout_graceful_shutdown=5,
         log_config=None,
         log_level=log_level,

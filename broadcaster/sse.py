@@ -8,16 +8,15 @@ from the last id it saw and loses nothing.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from starlette.types import Message, Receive, Scope, Send
 
 from rowcast.broadcaster import frames
 from rowcast.broadcaster.auth import Grant
+from rowcast.broadcaster.feed import goodbye, send_within, serve_feed
 from rowcast.broadcaster.item import Item
-from rowcast.broadcaster.outbox import EXPIRED, GONE, RESYNC, Outbox
+from rowcast.broadcaster.outbox import EXPIRED, RESYNC, Outbox
 from rowcast.broadcaster.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -42,6 +41,7 @@ class EventStream:
         self.grant = grant
         self.deltas = deltas
         self._send: Send | None = None
+        self.outbox: Outbox | None = None
 
     async def _write(self, body: bytes) -> None:
         assert self._send is not None
@@ -50,16 +50,20 @@ class EventStream:
     # Sink
 
     async def send(self, batches: list[tuple[str, list[Item]]]) -> None:
-        await self._write(b"".join(frames.sse_events(items) for _, items in batches))
+        body = b"".join(frames.sse_events(items) for _, items in batches)
+        assert self.outbox is not None
+        await send_within(self.rt, self.outbox, self._write(body))
 
     async def idle(self) -> None:
-        await self._write(frames.SSE_PING)
+        assert self.outbox is not None
+        await send_within(self.rt, self.outbox, self._write(frames.SSE_PING))
 
     async def finish(self, reason: str) -> None:
-        if reason == RESYNC:
-            await self._write(frames.sse_resync(self.session))
-        elif reason == EXPIRED:
-            await self._write(b'event: error\ndata: {"error":"token expired"}\n\n')
+        async with goodbye():
+            if reason == RESYNC:
+                await self._write(frames.sse_resync(self.session))
+            elif reason == EXPIRED:
+                await self._write(b'event: error\ndata: {"error":"token expired"}\n\n')
 
     # The response
 
@@ -68,7 +72,7 @@ class EventStream:
         self._send = send
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
         await self._write(frames.sse_retry(c.sse_retry_ms))
-        outbox = Outbox(
+        outbox = self.outbox = Outbox(
             self,
             rt.metrics,
             rt.ticker,
@@ -81,24 +85,8 @@ class EventStream:
         outbox.pending.track(self.session, self.deltas)
         watch = rt.hub.watch(self.session, self.after, outbox)
         outbox.on_close = lambda: rt.hub.unwatch(watch)
-        rt.outboxes.add(outbox)
-        rt.metrics.connections.labels("sse").inc()
-        sender = asyncio.create_task(outbox.run(), name="sse sender")
-        listener = asyncio.create_task(_until_disconnect(receive), name="sse listener")
-        try:
-            await asyncio.wait({sender, listener}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            outbox.close(GONE)
-            if listener.done():
-                sender.cancel()
-            else:
-                listener.cancel()
-            for t in (sender, listener):
-                with contextlib.suppress(asyncio.CancelledError, OSError):
-                    await t
-            rt.outboxes.discard(outbox)
-            rt.metrics.connections.labels("sse").dec()
-        with contextlib.suppress(OSError):
+        await serve_feed(rt, outbox, "sse", _until_disconnect(receive))
+        async with goodbye():
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

@@ -94,6 +94,10 @@ def _unavailable(e: Exception) -> Unavailable:
 class Store:
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         self.pool = pool
+        # Queries queue here, where a caller that leaves (a hang-up) simply
+        # drops out, rather than in the pool's own queue: at most max_size
+        # are ever inside the pool, so none waits there for long.
+        self._slots = asyncio.Semaphore(pool.max_size)
 
     @classmethod
     def create(cls, url: str, max_size: int = 8, timeout: float = 10.0) -> Store:
@@ -124,7 +128,8 @@ class Store:
         await self.pool.close()
 
     async def _fetch(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        return await _shielded(self._query(sql(name), params, None))
+        async with self._slots:
+            return await _shielded(self._query(sql(name), params, None))
 
     async def _query(
         self, query: bytes, params: dict[str, Any] | None, timeout: float | None
@@ -137,6 +142,7 @@ class Store:
             raise _unavailable(e) from e
 
     async def ping(self) -> None:
+        # Not behind the slots: health is not queued behind a crowd of catch-ups.
         await _shielded(self._query(b"SELECT 1", None, 3.0))
 
     async def changes_after(self, session: str, after: int, limit: int) -> list[Item]:

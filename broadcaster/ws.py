@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from rowcast.broadcaster import frames
 from rowcast.broadcaster.auth import Denied, Grant, authorize, token_from
+from rowcast.broadcaster.feed import IDLE, goodbye, send_within, serve_feed
 from rowcast.broadcaster.hub import Watch
 from rowcast.broadcaster.item import Item
 from rowcast.broadcaster.outbox import EXPIRED, GONE, RESYNC, SHUTDOWN, Outbox
@@ -115,7 +116,9 @@ class WsConnection:
 
     async def send(self, batches: list[tuple[str, list[Item]]]) -> None:
         for session, items in batches:
-            await self._send(frames.ws_rows(session, items))
+            await send_within(self.rt, self.outbox, self._send(frames.ws_rows(session, items)))
+            if self.outbox.reason is not None:
+                return
 
     async def idle(self) -> None:
         pass
@@ -123,8 +126,8 @@ class WsConnection:
     async def finish(self, reason: str) -> None:
         if reason == GONE:
             return
-        with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError, TimeoutError):
-            async with asyncio.timeout(10):
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            async with goodbye():
                 if reason == RESYNC:
                     for session in self._closing_sessions:
                         await self._send(frames.ws_resync(session))
@@ -134,34 +137,26 @@ class WsConnection:
                     await self.ws.close(CLOSE_POLICY, "token expired")
                 elif reason == SHUTDOWN:
                     await self.ws.close(CLOSE_RESTART, "broadcaster stopping")
+                elif reason == IDLE:
+                    await self.ws.close(1000, "idle: no subscription")
 
     # The connection
 
     async def serve(self) -> None:
-        rt = self.rt
-        rt.outboxes.add(self.outbox)
-        rt.metrics.connections.labels("ws").inc()
-        sender = asyncio.create_task(self.outbox.run(), name="ws sender")
-        receiver = asyncio.create_task(self._receive(), name="ws receiver")
-        try:
-            await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if receiver.done():
-                # The client left: nothing more can be delivered.
-                self.outbox.close(GONE)
-                sender.cancel()
-            else:
-                self.outbox.close(GONE)
-                receiver.cancel()
-            for t in (sender, receiver):
-                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, OSError):
-                    await t
-            rt.outboxes.discard(self.outbox)
-            rt.metrics.connections.labels("ws").dec()
+        await serve_feed(self.rt, self.outbox, "ws", self._receive())
 
     async def _receive(self) -> None:
+        idle = self.rt.config.ws_idle_s
         while True:
-            message = await self.ws.receive()
+            try:
+                # Only a socket with no subscription is idle: a quiet session is not.
+                async with asyncio.timeout(None if self.watches else idle):
+                    message = await self.ws.receive()
+            except TimeoutError:
+                self.rt.metrics.idle_closed.inc()
+                self.outbox.close(IDLE)
+                await asyncio.Event().wait()  # the sender closes the socket and ends this
+                return
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")

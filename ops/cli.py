@@ -19,7 +19,13 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import NoReturn
 
-from rowcast.contract.errors import CheckFailed, ConfigError, RowcastError, Unavailable
+from rowcast.contract.errors import (
+    CheckFailed,
+    ConfigError,
+    RowcastError,
+    Unavailable,
+    one_line,
+)
 from rowcast.ops import logs
 from rowcast.ops.settings import Settings
 
@@ -151,9 +157,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # the promise: one line, never a bare traceback
+        driver = _driver_error(e)
+        if driver is not None:
+            code, line = driver
+            print(f"rowcast: {line}", file=sys.stderr)
+            return code
         log.debug("unexpected error", exc_info=True)
         print(f"rowcast: unexpected error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
+
+
+def _driver_error(e: Exception) -> tuple[int, str] | None:
+    """A Redis or PostgreSQL error no command translated: the server refused
+    how it is addressed (a db number it lacks, a password) or cannot be
+    reached: exit 2 with the server's own line; another refusal exit 1."""
+    rexc = sys.modules.get("redis.exceptions")
+    if rexc is not None and isinstance(e, rexc.RedisError):
+        text = one_line(e)
+        config = isinstance(e, rexc.ConnectionError | rexc.TimeoutError | rexc.AuthenticationError)
+        if config or any(w in text for w in ("DB index", "NOAUTH", "WRONGPASS", "NOPERM")):
+            return 2, f"Redis: {text} (check ROWCAST_REDIS_URL)"
+        return 1, f"Redis: {text}"
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(e, psycopg.Error):
+        if isinstance(e, psycopg.OperationalError):
+            return 2, f"PostgreSQL: {one_line(e)} (check ROWCAST_DATABASE_URL)"
+        return 1, f"PostgreSQL: {one_line(e)}"
+    return None
 
 
 def entry() -> NoReturn:

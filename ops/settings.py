@@ -6,6 +6,7 @@ as arguments.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import re
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from rowcast.contract.errors import ConfigError
 from rowcast.contract.keys import Keys
@@ -46,8 +48,10 @@ class Settings:
     queue_max: int = 10_000
     frame_changes: int = 256
     origins: tuple[str, ...] = ()
-    max_connections: int = 10_000
-    max_per_client: int = 1_000
+    max_connections: int = 20_000
+    max_per_client: int = 2_000
+    stall_s: float = 30.0
+    ws_idle_s: float = 60.0
 
     @property
     def keys(self) -> Keys:
@@ -75,6 +79,10 @@ class Settings:
         return s
 
     def check(self) -> None:
+        if self.redis_url:
+            check_redis_url(self.redis_url)
+        if self.database_url:
+            check_database_url(self.database_url)
         if not _PREFIX.fullmatch(self.prefix):
             raise ConfigError(
                 f"ROWCAST_PREFIX {self.prefix!r} must be 1-64 characters of [A-Za-z0-9_.-]"
@@ -101,6 +109,61 @@ class Settings:
         return self.redis_url, self.database_url
 
 
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+
+
+def redact(url: str) -> str:
+    """A URL fit for an error message: its password replaced by ``***``."""
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def check_redis_url(url: str) -> None:
+    """A URL redis-py can open, or one clear line saying why not."""
+    u = urlsplit(url)
+    if u.scheme not in _REDIS_SCHEMES:
+        raise ConfigError(
+            f"ROWCAST_REDIS_URL {redact(url)[:100]!r} is not a Redis URL"
+            " (redis://host:port/db, rediss://, unix:///path, redis+cluster://host:port,...)"
+        )
+    if u.scheme.endswith("+cluster"):
+        return
+    try:
+        u.port  # noqa: B018 - parsing it is the check
+    except ValueError:
+        raise ConfigError(
+            f"ROWCAST_REDIS_URL {redact(url)[:100]!r}: the port is not a number"
+        ) from None
+    db = u.path.strip("/") if u.scheme != "unix" else ""
+    if db and not db.isdigit():
+        raise ConfigError(
+            f"ROWCAST_REDIS_URL {redact(url)[:100]!r}: the database {db[:20]!r} is not a number"
+        )
+
+
+def check_database_url(url: str) -> None:
+    """A libpq URL or conninfo string, or one clear line saying why not."""
+    import psycopg
+
+    try:
+        psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else "unreadable"
+        raise ConfigError(
+            f"ROWCAST_DATABASE_URL is not a PostgreSQL URL (postgresql://user@host:port/db): {why}"
+        ) from None
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0..65535)")
+    return value
+
+
 _NUMBERS: dict[str, tuple[str, int | None, int | None]] = {
     "shards": ("ROWCAST_SHARDS", 1, 16384),
     "rows_maxlen": ("ROWCAST_ROWS_MAXLEN", 1, None),
@@ -116,6 +179,8 @@ _NUMBERS: dict[str, tuple[str, int | None, int | None]] = {
     "frame_changes": ("ROWCAST_FRAME_CHANGES", 1, 10_000),
     "max_connections": ("ROWCAST_MAX_CONNECTIONS", 1, 1_000_000),
     "max_per_client": ("ROWCAST_MAX_CONNECTIONS_PER_CLIENT", 1, 1_000_000),
+    "stall_s": ("ROWCAST_STALL_S", 1, 3600),
+    "ws_idle_s": ("ROWCAST_WS_IDLE_S", 1, 86_400),
 }
 """Settings field -> (environment variable, lowest, highest); the default is the field's."""
 

@@ -211,12 +211,15 @@
     }
 
     path() {
+      // "." and ".." cannot be a path segment: a browser resolves them away
+      // (even percent-encoded), so such a session is read over the WebSocket only.
+      if (this.session === '.' || this.session === '..') return null;
       return `api/sessions/${encodeURIComponent(this.session)}/rows`;
     }
 
     async start() {
       setConn('connecting', 'connecting…');
-      for (let attempt = 0; !this.stopped; attempt++) {
+      for (let attempt = 0; !this.stopped && this.path() !== null; attempt++) {
         try {
           const page = await getJSON(this.path(), { limit: PAGE });
           if (this.stopped) return;
@@ -402,7 +405,16 @@
   function route() {
     if (view) view.stop();
     const m = location.hash.match(/^#\/s\/(.+)$/);
-    view = m ? new SessionView(decodeURIComponent(m[1])) : new SessionList();
+    let session = null;
+    if (m) {
+      try {
+        session = decodeURIComponent(m[1]);
+      } catch (_) {
+        // A malformed link (#/s/%E0%A4%A): the list, not a blank page.
+        session = null;
+      }
+    }
+    view = session !== null ? new SessionView(session) : new SessionList();
   }
   window.addEventListener('hashchange', route);
   route();

@@ -19,7 +19,7 @@ import redis
 
 from rowcast.contract.errors import ConfigError
 from rowcast.contract.streamid import fmt, from_option
-from rowcast.ops.admin.shell import connect_redis, table, text
+from rowcast.ops.admin.shell import connect_redis, shorten, table, text
 from rowcast.ops.settings import Settings
 
 PREVIEW = 200
@@ -78,9 +78,7 @@ def format_letters(letters: Sequence[Mapping[str, Any]], totals: Mapping[int, in
 
 
 def _short(v: str | None, n: int = 32) -> str:
-    if v is None:
-        return "-"
-    return v if len(v) <= n else v[: n - 1] + "…"
+    return "-" if v is None else shorten(v, n)
 
 
 # --- I/O ------------------------------------------------------------------

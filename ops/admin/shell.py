@@ -4,6 +4,7 @@ safe for a table on a terminal."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
@@ -16,7 +17,7 @@ from psycopg import errors as pgerr
 from redis import exceptions as rexc
 
 from rowcast.contract.errors import ConfigError, RowcastError, Unavailable, one_line
-from rowcast.ops.settings import Settings
+from rowcast.ops.settings import Settings, redact
 
 _SQL = Path(__file__).parent / "sql"
 
@@ -61,10 +62,67 @@ def connect_db(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
         conn.close()
 
 
+def check_servers(settings: Settings, timeout: float = 5.0) -> None:
+    """At start, both servers must answer: an unreachable one is a
+    configuration problem said once (exit 2), not a retry loop. (Once
+    running, writer and broadcaster retry a server that goes away.)"""
+    redis_url, database_url = settings.need_servers()
+    client = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        client.ping()
+    except rexc.ResponseError as e:
+        raise ConfigError(f"Redis at {redact(redis_url)}: {one_line(e)}") from None
+    except (rexc.RedisError, OSError) as e:
+        raise Unavailable(f"cannot reach Redis at {redact(redis_url)}: {one_line(e)}") from None
+    finally:
+        client.close()
+    try:
+        psycopg.connect(database_url, connect_timeout=max(2, int(timeout))).close()
+    except psycopg.Error as e:
+        raise Unavailable(
+            f"cannot reach PostgreSQL at {redact(database_url)}: {one_line(e)}"
+        ) from None
+
+
 def text(value: Any) -> str | None:
     if value is None:
         return None
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+# C0 and C1 controls, DEL, and the invisible marks that reorder or hide text
+# (bidirectional overrides and isolates, zero-width characters, BOM).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+def _escape_one(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe(value: str) -> str:
+    """Text a terminal shows as it is: every control or invisible character as
+    a visible escape (``\\x1b``, ``\\u202e``), so no stored id or body can
+    retitle, recolour or rewrite an operator's screen."""
+    return _UNSAFE.sub(_escape_one, value)
+
+
+def shorten(value: str, n: int) -> str:
+    """``safe(value)`` in at most about ``n`` characters, cut between
+    characters of the original (never inside an escape), ``…`` when cut."""
+    if len(value) <= n and not _UNSAFE.search(value):
+        return value
+    out: list[str] = []
+    width = 0
+    for i, ch in enumerate(value):
+        shown = safe(ch)
+        if width + len(shown) > n - 1 and i < len(value) - 1:
+            return "".join(out) + "…"
+        if width + len(shown) > n and i == len(value) - 1:
+            return "".join(out) + "…"
+        out.append(shown)
+        width += len(shown)
+    return "".join(out)
 
 
 def cell(value: Any) -> str:
@@ -72,7 +130,8 @@ def cell(value: Any) -> str:
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain left-aligned text table."""
+    """A plain left-aligned text table, every cell made safe for a terminal."""
+    rows = [[safe(c) for c in r] for r in rows]
     widths = [len(h) for h in header]
     for r in rows:
         widths = [max(w, len(c)) for w, c in zip(widths, r, strict=True)]

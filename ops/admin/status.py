@@ -24,7 +24,7 @@ import redis
 
 from rowcast.contract.errors import ConfigError, RowcastError, Unavailable
 from rowcast.contract.keys import GROUP, Keys
-from rowcast.ops.admin.shell import cell, connect_db, connect_redis, sql, table, text
+from rowcast.ops.admin.shell import cell, connect_db, connect_redis, safe, sql, table, text
 from rowcast.ops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -240,9 +240,9 @@ def format_status(report: Mapping[str, Any]) -> str:
     v = report.get("verify")
     if v:
         out.append("")
-        out.append(f"last verify: {verify_line(v)}")
+        out.append(f"last verify: {safe(verify_line(v))}")
     for e in report.get("errors") or []:
-        out.append(f"error: {e}")
+        out.append(f"error: {safe(str(e))}")
     return "\n".join(out)
 
 

@@ -1,7 +1,9 @@
 """``rowcast verify [--json]``: prove every session's sequences and head.
 
 For each session: sequences dense from 0 and unique, ``next_sequence`` equal
-to its row count, ``last_change`` at least every row's change, revisions not
+to its row count, ``last_change`` equal to the largest change of its rows (0
+without rows: a head ahead of every row would make subscribers wait for
+changes that never come), revisions not
 negative, and a head for every session that has rows. Sessions are streamed
 in chunks (keyset pagination over ``session_id``, one set-based query per
 chunk), so memory stays flat however many rows there are. Exit 1 with the
@@ -32,7 +34,7 @@ PROBLEMS = {
     "gap": "sequences are not dense from 0",
     "duplicate_sequence": "two rows share a sequence",
     "next_sequence": "next_sequence differs from the row count",
-    "last_change": "last_change is below a row's change",
+    "last_change": "last_change differs from the largest change of its rows",
     "negative_revision": "a revision is negative",
     "no_head": "rows without a sessions row",
 }
@@ -83,7 +85,7 @@ def problems(f: SessionFigures) -> list[str]:
         return out
     if f.next_sequence != f.rows:
         out.append("next_sequence")
-    if f.max_change is not None and (f.last_change or 0) < f.max_change:
+    if (f.last_change or 0) != (f.max_change or 0):
         out.append("last_change")
     return out
 

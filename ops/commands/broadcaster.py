@@ -10,8 +10,9 @@ from collections.abc import Coroutine
 from typing import Any
 
 from rowcast.broadcaster import BroadcasterConfig, check_listen, create_app, serve
+from rowcast.ops.admin.shell import check_servers
 from rowcast.ops.commands.runner import install_stop
-from rowcast.ops.settings import Settings
+from rowcast.ops.settings import Settings, port
 
 
 def broadcaster_config(settings: Settings) -> BroadcasterConfig:
@@ -28,6 +29,8 @@ def broadcaster_config(settings: Settings) -> BroadcasterConfig:
         origins=settings.origins,
         max_connections=settings.max_connections,
         max_per_client=settings.max_per_client,
+        stall_s=settings.stall_s,
+        ws_idle_s=settings.ws_idle_s,
     )
 
 
@@ -50,12 +53,13 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=port, default=8000)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     config = broadcaster_config(settings)
     check_listen(args.host, config.secret)
+    check_servers(settings)
     raise_open_files()
     app = create_app(config)
 

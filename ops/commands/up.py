@@ -31,7 +31,7 @@ from rowcast.ops.commands.broadcaster import broadcaster_config
 from rowcast.ops.commands.runner import run_writers
 from rowcast.ops.embedded import servers as embedded
 from rowcast.ops.schema.migrate import migrate
-from rowcast.ops.settings import Settings
+from rowcast.ops.settings import Settings, port
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def _signals(handler: Any) -> Iterator[None]:
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo", action="store_true", help="add synthetic connectors")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=port, default=8000)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 
 from rowcast.contract.errors import ConfigError
+from rowcast.ops.admin.shell import check_servers
 from rowcast.ops.commands.runner import install_stop, run_writers
 from rowcast.ops.schema.migrate import migrate
 from rowcast.ops.settings import Settings
@@ -26,6 +27,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if bad:
         raise ConfigError(f"--shard {bad[0]} is outside 0..{settings.shards - 1}")
     _, db = settings.need_servers()
+    check_servers(settings)
     migrate(db)
     if settings.metrics_port is not None:
         import redis

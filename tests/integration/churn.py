@@ -42,6 +42,11 @@ async def hang_up(port: int, kind: str, session: str, rst: bool, read: int) -> N
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                 "Sec-WebSocket-Version: 13\r\n\r\n".encode()
             )
+            # uvicorn hands the WebSocket only what follows the handshake's
+            # answer: subscribe after it.
+            with contextlib.suppress(asyncio.IncompleteReadError, OSError, TimeoutError):
+                async with asyncio.timeout(5):
+                    await reader.readuntil(b"\r\n\r\n")
             msg = {"type": "subscribe", "session": session, "after": 0}
             writer.write(ws_frame(orjson.dumps(msg)))
         await writer.drain()

@@ -76,7 +76,8 @@ async def test_hang_ups_during_catch_up_and_live_leave_the_broadcaster_whole(
                         for i in range(PER_ROUND)
                     )
                 )
-                assert (await http.get("/healthz")).status_code == 200
+                health = await http.get("/healthz")
+                assert health.status_code == 200, health.text
         finally:
             stop.set()
             await feeder

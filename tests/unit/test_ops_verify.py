@@ -37,9 +37,16 @@ def fig(
 
 def test_healthy_sessions() -> None:
     assert problems(fig()) == []
-    assert problems(fig(last=9)) == []  # last_change above every row's change is allowed
     empty = SessionFigures("s", True, 0, 0, 0, 0, None, None, None, None)
     assert problems(empty) == []
+
+
+def test_a_head_ahead_of_its_rows_is_a_violation() -> None:
+    # The contract: last_change EQUALS the largest change of the session's rows
+    # (issue 10, point 9; this used to be allowed).
+    assert problems(fig(last=9)) == ["last_change"]
+    ahead = SessionFigures("s", True, 0, 3, 0, 0, None, None, None, None)
+    assert problems(ahead) == ["last_change"]
 
 
 @pytest.mark.parametrize(
