@@ -14,9 +14,7 @@ from rowcast.broadcaster.item import Item, from_change, from_message_change
 from rowcast.contract.change import Change
 
 
-def change(
-    row: str, revision: int, number: int, body: dict, extend: dict | None = None
-) -> Item:
+def change(row: str, revision: int, number: int, body: dict, extend: dict | None = None) -> Item:
     base = None if extend is None else revision - 1
     c = Change(
         "s",
