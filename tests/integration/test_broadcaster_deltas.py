@@ -106,25 +106,28 @@ class Sse:
         headers = {} if self.last_id is None else {"last-event-id": self.last_id}
         params = {"deltas": "1"} if self.deltas else {}
         n = 0
-        async with asyncio.timeout(60), httpx.AsyncClient(timeout=None) as http:
-            async with http.stream("GET", self.url, headers=headers, params=params) as resp:
-                assert resp.status_code == 200
-                data, ident = "", None
-                async for line in resp.aiter_lines():
-                    if line.startswith("data:"):
-                        data = line[5:].strip()
-                    elif line.startswith("id:"):
-                        ident = line[3:].strip()
-                    elif line == "" and data and ident is not None:
-                        c = orjson.loads(data)
-                        self.replica.apply(c)
-                        self.last_id = ident
-                        n += 1
-                        data, ident = "", None
-                        if until_change is not None and c["change"] >= until_change:
-                            return
-                        if max_events is not None and n >= max_events:
-                            return
+        async with (
+            asyncio.timeout(60),
+            httpx.AsyncClient(timeout=None) as http,
+            http.stream("GET", self.url, headers=headers, params=params) as resp,
+        ):
+            assert resp.status_code == 200
+            data, ident = "", None
+            async for line in resp.aiter_lines():
+                if line.startswith("data:"):
+                    data = line[5:].strip()
+                elif line.startswith("id:"):
+                    ident = line[3:].strip()
+                elif line == "" and data and ident is not None:
+                    c = orjson.loads(data)
+                    self.replica.apply(c)
+                    self.last_id = ident
+                    n += 1
+                    data, ident = "", None
+                    if until_change is not None and c["change"] >= until_change:
+                        return
+                    if max_events is not None and n >= max_events:
+                        return
 
 
 async def until_revision(db_url: str, session: str, row: str, revision: int) -> int:
@@ -177,7 +180,7 @@ async def test_streamed_answer_reaches_every_kind_of_client_byte_equal(
         sse_halfway = Sse(b.base, session, True)
 
         async def stream() -> int:
-            for i, chunk in enumerate(CHUNKS):
+            for chunk in CHUNKS:
                 await p.extend(session, "a", "assistant", {"text": chunk})
                 await asyncio.sleep(0.005)  # a model's pace, roughly
             await p.extend(session, "a", "assistant", {"done": True})
