@@ -53,6 +53,7 @@ from rowcast.ops.embedded import servers
 from rowcast.ops.schema.migrate import migrate
 from rowcast.producers import Producer, make_entry
 from tests.bench.fanout import _Client, _free_port, _pct, _raise_nofile
+from tests.bench.fanout import _Workers as _FanoutWorkers
 
 ROWCAST = str(Path(sys.executable).parent / "rowcast")
 ROW = "answer"
@@ -131,12 +132,11 @@ async def _worker(config: dict[str, Any]) -> None:
         t.cancel()
 
 
-class _Workers:
-    def __init__(self, procs: list[asyncio.subprocess.Process]) -> None:
-        self.procs = procs
+class _Workers(_FanoutWorkers):
+    """fanout's client processes, running this module's watchers."""
 
     @classmethod
-    async def start(
+    async def begin(
         cls, port: int, sessions: list[str], per: int, n: int, deltas: bool
     ) -> _Workers:
         assignment = [s for s in sessions for _ in range(per)]
@@ -158,36 +158,6 @@ class _Workers:
         workers = cls(procs)
         await workers._read_all()
         return workers
-
-    async def _read_all(self) -> list[Any]:
-        out = []
-        for p in self.procs:
-            assert p.stdout is not None
-            line = await p.stdout.readline()
-            if not line:
-                raise RuntimeError("a client worker died")
-            out.append(orjson.loads(line))
-        return out
-
-    async def ask(self, cmd: dict[str, Any]) -> list[Any]:
-        for p in self.procs:
-            assert p.stdin is not None
-            p.stdin.write(orjson.dumps(cmd) + b"\n")
-            await p.stdin.drain()
-        return await self._read_all()
-
-    async def stop(self) -> None:
-        for p in self.procs:
-            with contextlib.suppress(Exception):
-                assert p.stdin is not None
-                p.stdin.write(b'{"cmd":"quit"}\n')
-                await p.stdin.drain()
-        for p in self.procs:
-            try:
-                await asyncio.wait_for(p.wait(), 10)
-            except TimeoutError:
-                p.kill()
-                await p.wait()
 
 
 # ---------------------------------------------------------------- producing
@@ -305,7 +275,7 @@ async def _mode(
                     if r.status_code == 200 and r.json().get("pubsub") == "subscribed":
                         break
                 await asyncio.sleep(0.1)
-        workers = await _Workers.start(port, sessions, args.clients, args.workers, mode == "extend")
+        workers = await _Workers.begin(port, sessions, args.clients, args.workers, mode == "extend")
         first = await asyncio.gather(
             *(producer.append(s, ROW, "assistant", {"text": ""}, wait=True) for s in sessions)
         )

@@ -225,3 +225,8 @@ def test_change_with_a_delta_round_trips_through_json_and_stream_fields() -> Non
     assert from_json(d) == c
     plain = Change("s", "a", 1, 4, 9, "k", b"{}")
     assert "extend" not in orjson.loads(plain.to_json())
+
+
+def test_an_extend_only_postgres_parses_has_no_delta() -> None:
+    [m] = merge([v(0, "extend", "s", "a", '{"t":"x","n":1e400}')]).merged
+    assert m.delta() is None
