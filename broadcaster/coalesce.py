@@ -140,19 +140,12 @@ def _chains(waiting: list[Item], item: Item) -> bool:
 def _send_chain(session: str, waiting: list[Item], held: Held) -> Item:
     last = waiting[-1]
     first = waiting[0]
-    if first.base is not None and held.get(first.row) == first.base and _chained(waiting):
+    if first.base is not None and held.get(first.row) == first.base:
         out = merged_delta(session, waiting)
     else:
         out = last
     held.sent(last.row, last.revision)
     return out
-
-
-def _chained(waiting: list[Item]) -> bool:
-    return all(
-        b.base is not None and b.base == a.revision
-        for a, b in zip(waiting, waiting[1:], strict=False)
-    )
 
 
 def _send_one(item: Item, held: Held) -> Item:

@@ -33,12 +33,12 @@ class Item:
     """``base_revision`` when the change has a delta form, else None."""
     extend: Mapping[str, str] | None = None
     """The delta's strings by key (with ``base``)."""
-    delta: bytes | None = None
-    """The delta form, encoded: the change without body (with ``base``)."""
+    delta: Item | None = None
+    """The delta form (the change without body, encoded once), with ``base``."""
 
     def as_delta(self) -> Item:
         assert self.delta is not None
-        return Item(self.change, self.row, self.ack, self.delta, self.revision, self.base)
+        return self.delta
 
 
 def from_change(c: Change) -> Item:
@@ -63,7 +63,8 @@ def from_message_change(data: Mapping[str, Any]) -> Item:
     if not _is_int(base) or not _strings(extend) or base >= revision:
         # No usable delta: the change is sent whole, as every consumer reads it.
         return Item(change, row, ack, full, revision)
-    delta = orjson.dumps({k: v for k, v in data.items() if k != "body"})
+    form = orjson.dumps({k: v for k, v in data.items() if k != "body"})
+    delta = Item(change, row, ack, form, revision, base)
     return Item(change, row, ack, full, revision, base, extend, delta)
 
 
@@ -82,7 +83,7 @@ def merged_delta(session: str, chain: Sequence[Item]) -> Item:
         assert i.extend is not None
         for k, v in i.extend.items():
             joined[k] = joined.get(k, "") + v
-    fields = orjson.loads(last.delta or b"{}")
+    fields = orjson.loads(last.delta.json if last.delta else b"{}")
     fields["extend"] = joined
     fields["base_revision"] = first.base
     ack = any(i.ack for i in chain)

@@ -69,7 +69,7 @@ class Merged:
     ``steps`` applied) at revision ``revision_if_new``; an existing row gets
     ``bumps`` more revisions and, when ``bumps`` > 0, either ``body`` (no
     extend among the entries) or its own body with the entries' upserts and
-    extends applied in order (``steps_if_old``).
+    extends applied in order (the first entry's, ``first_step``, then ``steps``).
     """
 
     session: str
@@ -109,7 +109,12 @@ class Merged:
             return None
         joined: dict[str, str] = {}
         for e in changers:
-            obj = orjson.loads(e.body)
+            try:
+                obj = orjson.loads(e.body)
+            except orjson.JSONDecodeError:
+                # What only PostgreSQL parses (huge numbers, deep nesting) has
+                # no strings-only delta to offer anyway: the change goes whole.
+                return None
             for key, value in obj.items():
                 if not isinstance(value, str):
                     return None

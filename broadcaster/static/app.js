@@ -253,7 +253,8 @@
       this.ws = ws;
       setConn(this.retry ? 'reconnecting' : 'connecting', this.retry ? 'reconnecting…' : 'connecting…');
       ws.onopen = () => {
-        ws.send(JSON.stringify({ type: 'subscribe', session: this.session, after: this.cursor }));
+        // deltas: a streaming row's new text arrives alone, not its whole body again.
+        ws.send(JSON.stringify({ type: 'subscribe', session: this.session, after: this.cursor, deltas: true }));
         this.retry = 0;
         setConn('live', 'live');
       };
@@ -276,14 +277,43 @@
 
     receive(changes) {
       const stick = this.atBottom();
-      for (const c of changes) {
-        if (c.change <= this.cursor) continue;
-        this.cursor = c.change;
+      for (let c of changes) {
+        const number = c.change;
+        if (number <= this.cursor) continue;
+        if (!('body' in c)) {
+          c = this.undelta(c);
+          if (c === null) {
+            // Not on the revision we hold (the server never sends that):
+            // resume from here, and the catch-up sends the row whole.
+            this.resync = true;
+            if (this.ws) this.ws.close();
+            break;
+          }
+        }
+        this.cursor = number;
         this.apply(c, true, false);
       }
       if (stick) this.toBottom();
       else $('jump').hidden = false;
       $('rows-empty').hidden = this.rows.size > 0;
+    }
+
+    // A delta (extend + base_revision, no body) as a whole change, built on the
+    // row as we hold it; null when we do not hold it at base_revision.
+    undelta(d) {
+      const have = this.rows.get(d.row);
+      const held = have ? have.c : this.unloaded.get(d.row);
+      if (!held) return null;
+      if (held.change >= d.change) return held; // a page already showed newer: apply() skips it
+      if (held.revision !== d.base_revision || !held.body || typeof held.body !== 'object') return null;
+      const body = Object.assign({}, held.body);
+      for (const [k, v] of Object.entries(d.extend)) {
+        body[k] = (typeof body[k] === 'string' ? body[k] : '') + v;
+      }
+      const c = Object.assign({}, d, { body });
+      delete c.extend;
+      delete c.base_revision;
+      return c;
     }
 
     // A change or a paged row: replace the row in place when newer, insert it

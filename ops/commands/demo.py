@@ -1,5 +1,5 @@
 """Synthetic connectors for ``rowcast up --demo``: a few agent sessions that look
-alive — user prompts, assistant text streaming in as upserts of one row, tool
+alive — user prompts, assistant text streaming in as extends of one row, tool
 calls moving from pending to running to completed (sometimes failed), and now
 and then an entry that waits for its receipt.
 
@@ -184,12 +184,13 @@ def _now() -> str:
 
 
 def _chunks(text: str, rng: random.Random) -> list[str]:
-    """Growing prefixes of ``text``, as a model streams it (a few words at a time)."""
+    """``text`` in pieces, as a model streams it (a few words at a time)."""
     words = text.split(" ")
     out, i = [], 0
     while i < len(words):
-        i += rng.randint(2, 6)
-        out.append(" ".join(words[:i]))
+        n = rng.randint(2, 6)
+        out.append(("" if i == 0 else " ") + " ".join(words[i : i + n]))
+        i += n
     return out
 
 
@@ -244,14 +245,17 @@ class DemoSession:
             await self.p.upsert(s, row, "tool", done)
 
     async def _stream(self, text: str) -> None:
+        """The answer grows by extends: each carries only its new words (the
+        writer, PostgreSQL and the clients that ask for deltas never move the
+        whole text again); the last one marks it finished."""
         s, row = self.script.session, self._row("assistant")
+        await self.p.append(s, row, "assistant", {"text": "", "streaming": True})
         for part in _chunks(text, self.rng):
-            await self.p.upsert(s, row, "assistant", {"text": part, "streaming": True})
+            await self.p.extend(s, row, "assistant", {"text": part})
             await self._pause(0.05, 0.2)
-        receipt = await self.p.upsert(
-            s, row, "assistant", {"text": text, "streaming": False, "ts": _now()}, wait=True,
-            timeout=30.0,
-        )  # fmt: skip
+        receipt = await self.p.extend(
+            s, row, "assistant", {"streaming": False, "ts": _now()}, wait=True, timeout=30.0
+        )
         log.debug("demo %s: answer stored at sequence %d", s, receipt.sequence)
 
     async def run_forever(self) -> None:

@@ -1,8 +1,9 @@
 """``rowcast produce [--wait]``: JSON lines on stdin become entries.
 
-Each line is ``{"op", "session", "row", "kind", "body"}``. A line that cannot
-become an entry is reported on stderr (``line N: why``) and, with ``--wait``,
-answered by an error receipt on stdout, so output lines match input lines.
+Each line is ``{"op", "session", "row", "kind", "body"}`` (op: append, upsert or
+extend). A line that cannot become an entry is reported on stderr (``line N:
+why``) and, with ``--wait``, answered by an error receipt on stdout, so output
+lines match input lines.
 Exit 1 when any line was refused.
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import orjson
 
-from rowcast.contract.change import Change, batch_message
+from rowcast.contract.change import Change, batch_message, from_json
 from rowcast.contract.entry import Entry
 from rowcast.writer.batch import Dead, Result, Valid, merge, outcome, plans
 
@@ -145,3 +145,88 @@ def test_reads_are_cut_by_size_but_never_below_one_entry() -> None:
     items = [(b"1-%d" % i, {b"body": b"x" * n}) for i, n in enumerate([4, 4, 4, 20, 1])]
     chunks = split_by_size(items, 10)
     assert [[i for i, _ in c] for c in chunks] == [[b"1-0", b"1-1"], [b"1-2"], [b"1-3"], [b"1-4"]]
+
+
+def test_extends_fold_in_postgres_as_steps_after_the_first_entry() -> None:
+    p = merge(
+        [
+            v(0, "extend", "s", "a", '{"t":"a"}'),
+            v(1, "append", "s", "a", '{"t":"dup"}'),
+            v(2, "extend", "s", "a", '{"t":"b"}'),
+            v(3, "upsert", "s", "a", '{"t":"u"}'),
+            v(4, "extend", "s", "a", '{"t":"c"}'),
+        ]
+    )
+    [m] = p.merged
+    # A new row: inserted with the first body, then the steps; an existing
+    # one: the first entry is a step too.
+    assert m.body == b'{"t":"a"}' and m.first_step == 2
+    assert orjson.loads(m.steps or b"") == [[2, {"t": "b"}], [1, {"t": "u"}], [2, {"t": "c"}]]
+    assert (m.bumps, m.revision_if_new) == (4, 3)
+    assert m.delta() is None  # an upsert among them: no delta
+
+
+def test_a_delta_joins_the_suffixes_of_string_only_extends() -> None:
+    p = merge(
+        [
+            v(0, "append", "s", "a", '{"t":"x"}'),
+            v(1, "extend", "s", "a", '{"t":"he","u":"1"}'),
+            v(2, "extend", "s", "a", '{"t":"llo"}'),
+        ]
+    )
+    [m] = p.merged
+    assert m.first_step == 0 and m.overwritten == [b'{"t":"x"}']
+    assert orjson.loads(m.delta() or b"") == {"t": "hello", "u": "1"}
+    changes, _ = outcome(p, [Result(3, 5, 7, 12, 10, '{"t": "xhello", "u": "1"}')])
+    assert changes == [
+        Change(
+            "s",
+            "a",
+            3,
+            7,
+            12,
+            "k",
+            b'{"t": "xhello", "u": "1"}',
+            False,
+            b'{"t":"hello","u":"1"}',
+            5,
+        )
+    ]
+    # The same entries on a new row: inserted, so no delta.
+    changes, _ = outcome(p, [Result(0, None, 2, 1, None, '{"t": "xhello", "u": "1"}')])
+    assert changes[0].extend is None and changes[0].base_revision is None
+
+
+def test_an_extend_with_other_values_has_no_delta() -> None:
+    [m] = merge([v(0, "extend", "s", "a", '{"t":"x","n":1}')]).merged
+    assert m.delta() is None
+
+
+def test_receipts_count_every_extend() -> None:
+    p = merge(
+        [
+            v(0, "extend", "s", "a", '{"t":"x"}', reply="e0"),
+            v(1, "append", "s", "a", reply="dup"),
+            v(2, "extend", "s", "a", '{"t":"y"}', reply="e1"),
+        ]
+    )
+    _, receipts = outcome(p, [Result(0, 4, 6, 9, 8, '{"t": "..xy"}')])
+    assert [(r.payload["revision"], r.payload["duplicate"]) for r in receipts] == [
+        (5, False),
+        (5, True),
+        (6, False),
+    ]
+
+
+def test_change_with_a_delta_round_trips_through_json_and_stream_fields() -> None:
+    c = Change("s", "a", 1, 4, 9, "k", b'{"t":"ab"}', False, b'{"t":"b"}', 3)
+    d = orjson.loads(c.to_json())
+    assert d["extend"] == {"t": "b"} and d["base_revision"] == 3 and d["body"] == {"t": "ab"}
+    assert from_json(d) == c
+    plain = Change("s", "a", 1, 4, 9, "k", b"{}")
+    assert "extend" not in orjson.loads(plain.to_json())
+
+
+def test_an_extend_only_postgres_parses_has_no_delta() -> None:
+    [m] = merge([v(0, "extend", "s", "a", '{"t":"x","n":1e400}')]).merged
+    assert m.delta() is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rowcast.contract.entry import check_body, parse, reply_token
+from rowcast.contract.entry import Op, check_body, parse, reply_token
 from rowcast.contract.errors import InvalidEntry
 from rowcast.contract.keys import Keys, shard_of
 
@@ -112,3 +112,13 @@ def test_keys_share_a_hash_tag_per_shard() -> None:
     assert k.dead(3) == "p:{3}:dead"
     assert k.reply(3, "T") == "p:{3}:reply:T"
     assert k.channel == "p:rows"
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [("[1]", "an array"), ('"text"', "a string"), ("3", "a number"), ("null", "null")],
+)
+def test_an_extend_body_must_be_an_object(body: str, kind: str) -> None:
+    with pytest.raises(InvalidEntry, match=f"extend's body must be a JSON object, not {kind}"):
+        parse(fields(op="extend", body=body))
+    assert parse(fields(op="extend", body='{"text": " more"}')).op == Op.EXTEND

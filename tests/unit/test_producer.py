@@ -95,3 +95,13 @@ async def test_bad_entries_are_refused_before_xadd(
     with pytest.raises(InvalidEntry, match=why):
         await p.append(session, row, kind, body)
     assert await fake.xlen(Keys("p").entries(0)) == 0
+
+
+async def test_extend_sends_an_extend_entry(fake: fakeredis.FakeAsyncRedis) -> None:
+    p = Producer(fake, prefix="p")
+    await p.extend("s", "answer", "assistant", {"text": " more"})
+    [(_, f)] = await fake.xrange(Keys("p").entries(0))
+    assert f[b"op"] == b"extend" and orjson.loads(f[b"body"]) == {"text": " more"}
+    with pytest.raises(InvalidEntry, match="must be a JSON object"):
+        await p.extend("s", "answer", "assistant", [" more"])
+    assert await fake.xlen(Keys("p").entries(0)) == 1

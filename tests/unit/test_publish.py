@@ -57,3 +57,19 @@ async def test_nothing_to_say_sends_nothing() -> None:
     r = fakeredis.FakeAsyncRedis()
     await Publisher(r, Keys("p"), 0, 10, 1000).publish(Outcome())
     assert await r.keys("*") == []
+
+
+async def test_a_change_with_a_delta_keeps_it_in_the_rows_stream() -> None:
+    r = fakeredis.FakeAsyncRedis()
+    keys = Keys("p")
+    changes = [
+        Change("s", "a", 0, 3, 5, "assistant", b'{"text": "hello"}', False, b'{"text":"lo"}', 2),
+        Change("s", "b", 1, 0, 6, "user", b"{}"),
+    ]
+    await Publisher(r, keys, 0, rows_maxlen=100, receipt_ttl_ms=1000).publish(
+        Outcome(changes=changes)
+    )
+    rows = await r.xrange(keys.rows(0))
+    assert rows[0][1][b"extend"] == b'{"text":"lo"}' and rows[0][1][b"base_revision"] == b"2"
+    assert b"extend" not in rows[1][1]
+    assert [from_stream_fields(f) for _, f in rows] == changes
