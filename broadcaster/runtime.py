@@ -9,14 +9,13 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.asyncio import Redis
-
 from rowcast.broadcaster.config import BroadcasterConfig, default_instance
 from rowcast.broadcaster.heartbeat import Heartbeat
 from rowcast.broadcaster.hub import Hub
 from rowcast.broadcaster.metrics import Metrics
 from rowcast.broadcaster.outbox import SHUTDOWN, Outbox, Ticker
 from rowcast.broadcaster.store import Store
+from rowcast.contract.connection import async_client
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +27,7 @@ class Runtime:
         self.instance = config.instance or default_instance()
         self.metrics = Metrics()
         self.store = Store.create(config.database_url, max_size=config.pool_max)
-        self.redis = Redis.from_url(config.redis_url, socket_connect_timeout=3, socket_timeout=5)
+        self.redis = async_client(config.redis_url, socket_connect_timeout=3, socket_timeout=5)
         self.hub = Hub(
             config.redis_url,
             config.keys,
@@ -37,6 +36,7 @@ class Runtime:
             page=config.page,
             buffer_max=config.queue_max,
             client_name=f"rowcast-broadcaster:{config.prefix}:{self.instance}".replace(" ", "_"),
+            shards=config.shards,
         )
         self.address: tuple[str, int] = ("127.0.0.1", 0)
         """Where the server listens (set by ``serve``; shown in the heartbeat)."""

@@ -10,9 +10,11 @@ import secrets
 import signal
 import socket
 from collections.abc import Sequence
+from typing import cast
 
 from redis.asyncio import Redis
 
+from rowcast.contract.connection import async_client
 from rowcast.ops.settings import Settings
 from rowcast.writer import ShardWriter, WriterConfig
 
@@ -45,7 +47,8 @@ def writer_configs(settings: Settings, shards: Sequence[int], holder: str) -> li
 
 async def run_writers(settings: Settings, shards: Sequence[int], stop: asyncio.Event) -> None:
     redis_url, _ = settings.need_servers()
-    redis = Redis.from_url(redis_url)
+    # A cluster client answers the same commands (typed as the plain one).
+    redis = cast(Redis, async_client(redis_url))
     holder = holder_id()
     try:
         writers = [ShardWriter(redis, cfg) for cfg in writer_configs(settings, shards, holder)]
