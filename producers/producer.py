@@ -295,8 +295,12 @@ class Producer:
         self, entries: Iterable[Entry], timeout: float = 10.0
     ) -> list[dict[str, Any]]:
         """Like push_and_wait, but the receipts as the writer sent them (JSON objects)."""
-        tagged = [_with_reply(e, secrets.token_urlsafe(16)) for e in entries]
+        tagged = with_replies(entries)
         await self.push_many(tagged)
+        return await self.collect(tagged, timeout)
+
+    async def collect(self, tagged: Sequence[Entry], timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The receipts of entries already pushed with a ``reply`` token, in order."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         payloads: list[dict[str, Any]] = []
@@ -306,7 +310,7 @@ class Producer:
             left = deadline - loop.time()
             try:
                 got = await self.redis.blpop([key], timeout=max(left, 0.01))
-            except (rexc.ConnectionError, rexc.TimeoutError, OSError) as err:
+            except (*TRANSIENT, OSError) as err:
                 raise Unavailable(f"Redis: {err}") from err
             if got is None:
                 raise ReceiptTimeout(
@@ -336,8 +340,12 @@ def _why(result: Any) -> str | None:
     return f"{type(result).__name__}: {result}"
 
 
-def _with_reply(e: Entry, token: str) -> Entry:
-    return Entry(e.op, e.session, e.row, e.kind, e.body, token, e.ts)
+def with_replies(entries: Iterable[Entry]) -> list[Entry]:
+    """The entries, each asking for a receipt under a fresh token."""
+    return [
+        Entry(e.op, e.session, e.row, e.kind, e.body, secrets.token_urlsafe(16), e.ts)
+        for e in entries
+    ]
 
 
 class SyncProducer:

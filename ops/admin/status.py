@@ -266,7 +266,11 @@ def read_broadcasters(r: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
     names = sorted(text(k) or "" for k in r.scan_iter(match=keys.broadcaster_pattern(), count=1000))
     if not names:
         return []
-    values: Any = r.mget(names)
+    # One GET each (pipelined): on a cluster the heartbeats live in many slots.
+    pipe = r.pipeline(transaction=False)
+    for n in names:
+        pipe.get(n)
+    values: Any = pipe.execute()
     head = len(keys.broadcaster(""))
     out = [broadcaster_report(n[head:], v) for n, v in zip(names, values, strict=True)]
     return [b for b in out if b is not None]

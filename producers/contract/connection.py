@@ -26,7 +26,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import parse_url
 
-from rowcast.contract.errors import ConfigError
+from rowcast.contract.errors import ConfigError, RowcastError, Unavailable, one_line
 
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -185,3 +185,18 @@ async def owners(client: AsyncRedisCluster, keys: Sequence[str]) -> dict[str, tu
         node = client.get_node_from_key(k)
         out[k] = (node.host, int(node.port))
     return out
+
+
+def explain(e: BaseException) -> RowcastError | None:
+    """rowcast's error for a redis-py error met at a boundary (None: not Redis
+    trouble). A redirect reaching the caller means a plain URL names one node
+    of a cluster: a configuration error, never "no such key"."""
+    if isinstance(e, (rexc.MovedError, rexc.AskError)):
+        return ConfigError(
+            f"Redis answered {'MOVED' if isinstance(e, rexc.MovedError) else 'ASK'}"
+            f" ({e.slot_id} {e.host}:{e.port}): the URL names one node of a Redis Cluster;"
+            " name the cluster with redis+cluster://host:port[,host:port...]"
+        )
+    if isinstance(e, (*TRANSIENT, rexc.RedisClusterException, OSError)):
+        return Unavailable(f"Redis: {one_line(e)}")
+    return None
