@@ -42,7 +42,7 @@ class SubscriptionLost(RedisError):
 class Feed:
     def __init__(
         self,
-        redis_url: str,
+        redis_url: Callable[[], str],
         keys: Keys,
         shards: Collection[int],
         *,
@@ -52,7 +52,8 @@ class Feed:
         client_name: str,
         ping_every: float = 5.0,
     ) -> None:
-        """``on_up(shards)``: those shards are subscribed from now on (what was
+        """``redis_url`` is asked at every connection (the owner may change it);
+        ``on_up(shards)``: those shards are subscribed from now on (what was
         published before may be missed); ``on_down(shards)``: they are not."""
         self.redis_url = redis_url
         self.keys = keys
@@ -75,7 +76,7 @@ class Feed:
 
     async def run(self) -> None:
         """Until cancelled."""
-        topology = async_client(self.redis_url, socket_connect_timeout=5)
+        topology = async_client(self.redis_url(), socket_connect_timeout=5)
         try:
             if isinstance(topology, RedisCluster):
                 await self._run_cluster(topology)
@@ -88,7 +89,7 @@ class Feed:
     async def _run_single(self) -> None:
         backoff = Backoff(base=0.1, cap=5.0)
         while True:
-            client = async_client(self.redis_url, **self._plain())
+            client = async_client(self.redis_url(), **self._plain())
             assert isinstance(client, Redis)
             try:
                 await self._listen(client, self.shards, backoff)
@@ -172,7 +173,10 @@ class Feed:
         loop = asyncio.get_running_loop()
         waiting = {self.keys.changes(n).encode() for n in shards}
         try:
-            await pubsub.ssubscribe(*sorted(waiting))
+            # One SSUBSCRIBE per channel: a cluster node refuses channels of
+            # several slots in one command.
+            for channel in sorted(waiting):
+                await pubsub.ssubscribe(channel)
             ping_sent: float | None = None
             while True:
                 msg: dict[str, Any] | None = await pubsub.get_message(timeout=self.ping_every)

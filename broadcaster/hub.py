@@ -178,7 +178,7 @@ class Hub:
     async def run(self) -> None:
         """Listen until cancelled (the feed reconnects with backoff)."""
         feed = Feed(
-            self.redis_url,
+            lambda: self.redis_url,
             self.keys,
             range(self.shards),
             on_message=self.route,

@@ -21,6 +21,7 @@ import orjson
 import psycopg
 import redis
 
+from rowcast.contract.connection import is_cluster
 from rowcast.contract.errors import ConfigError, RowcastError, Unavailable
 from rowcast.contract.keys import GROUP, Keys
 from rowcast.ops.admin.shell import cell, connect_db, connect_redis, sql, table, text
@@ -223,7 +224,8 @@ def count_after(r: redis.Redis, key: str, after: str, cap: int) -> int | None:
 def read_shard(r: redis.Redis, keys: Keys, shard: int, applied: tuple[int, int] | None) -> ShardRaw:
     entries = keys.entries(shard)
     pipe = r.pipeline(transaction=False)
-    pipe.time()
+    if not is_cluster(r):
+        pipe.time()
     pipe.xlen(entries)
     pipe.xinfo_groups(entries)
     pipe.xpending(entries, GROUP)
@@ -231,7 +233,11 @@ def read_shard(r: redis.Redis, keys: Keys, shard: int, applied: tuple[int, int] 
     pipe.get(keys.fence(shard))
     pipe.xlen(keys.dead(shard))
     pipe.xlen(keys.rows(shard))
-    now, length, groups, pend, holder, fence, dead, rows_len = pipe.execute(raise_on_error=False)
+    got = pipe.execute(raise_on_error=False)
+    if is_cluster(r):
+        # Ages are measured on the clock that made the stream's ids: the node's.
+        got.insert(0, r.time(target_nodes=r.get_node_from_key(entries)))  # type: ignore[call-arg,attr-defined]
+    now, length, groups, pend, holder, fence, dead, rows_len = got
     for value in (now, length, holder, fence, dead, rows_len):
         if isinstance(value, Exception):
             raise value
