@@ -170,7 +170,7 @@ def node_client(node: AsyncClusterNode, **overrides: Any) -> aredis.Redis:
     one node's own connection (sharded pub/sub, WAIT after a write)."""
     kwargs = {**node.connection_kwargs, **overrides}
     pool = aredis.ConnectionPool(connection_class=node.connection_class, **kwargs)
-    return aredis.Redis(connection_pool=pool)
+    return aredis.Redis.from_pool(pool)  # closing the client closes its pool
 
 
 def is_cluster(client: Any) -> bool:

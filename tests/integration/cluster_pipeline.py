@@ -24,13 +24,14 @@ from tests.integration.workload import Pushed
 SHARDS = 8
 
 
-@pytest.fixture
-def cluster() -> LocalCluster:
+@pytest.fixture(name="cluster")
+def cluster_fixture() -> LocalCluster:
+    """The shared cluster (import this beside the tests; request ``cluster``)."""
     return shared()
 
 
-@pytest.fixture
-def cprefix(cluster: LocalCluster) -> Iterator[str]:
+@pytest.fixture(name="cprefix")
+def cprefix_fixture(cluster: LocalCluster) -> Iterator[str]:
     """A key prefix of this test's own on the cluster; its keys go afterwards."""
     p = f"cluster{secrets.token_hex(4)}"
     yield p

@@ -15,9 +15,9 @@ from tests.integration.checks import check_rows
 from tests.integration.cluster import LocalCluster
 from tests.integration.cluster_pipeline import (
     SHARDS,
-    cluster,  # noqa: F401 - a fixture
     cluster_client,
-    cprefix,  # noqa: F401 - fixture
+    cluster_fixture,  # noqa: F401 - the cluster fixture
+    cprefix_fixture,  # noqa: F401 - the cprefix fixture
     last_ids,
     push,
     rotated,
