@@ -307,14 +307,21 @@ class LocalCluster:
         self.wait_healthy(timeout)
 
     def move_slot(self, slot: int, dst: int) -> int:
-        """Give an empty slot to master ``dst`` (what ``redis-cli --cluster
-        reshard`` does, minus MIGRATE): clients holding the old map get MOVED.
-        Returns the old owner's port."""
+        """Move a slot, its keys included, to master ``dst`` (what ``redis-cli
+        --cluster reshard`` does): clients holding the old map get MOVED or ASK
+        meanwhile. Returns the old owner's port."""
         src = next(p for lo, hi, p in self.slot_map() if lo <= slot <= hi)
+        if src == dst:
+            return src
         sid = self.admin(src).execute_command("CLUSTER MYID")
         did = self.admin(dst).execute_command("CLUSTER MYID")
         self.admin(dst).execute_command("CLUSTER SETSLOT", slot, "IMPORTING", sid)
         self.admin(src).execute_command("CLUSTER SETSLOT", slot, "MIGRATING", did)
+        while True:
+            keys = self.admin(src).execute_command("CLUSTER GETKEYSINSLOT", slot, 100)
+            if not keys:
+                break
+            self.admin(src).execute_command("MIGRATE", "127.0.0.1", dst, "", 0, 5000, "KEYS", *keys)
         for p in [dst, src, *(m for m in self.master_ports() if m not in (src, dst))]:
             self.admin(p).execute_command("CLUSTER SETSLOT", slot, "NODE", did)
         self.wait_healthy()
