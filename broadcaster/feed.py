@@ -27,12 +27,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from rowcast.contract.backoff import Backoff
-from rowcast.contract.connection import TRANSIENT, async_client, node_client
+from rowcast.contract.connection import TRANSIENT_OR_OS, async_client, node_client
 from rowcast.contract.keys import Keys
 
 log = logging.getLogger(__name__)
 
 Shards = frozenset[int]
+
+_MAP_TROUBLE: tuple[type[BaseException], ...] = (*TRANSIENT_OR_OS, RedisClusterException)
+"""Why the cluster's map cannot be read just now (a failover, nodes down)."""
 
 
 class SubscriptionLost(RedisError):
@@ -63,7 +66,7 @@ class Feed:
         self.on_down = on_down
         self.client_name = client_name
         self.ping_every = ping_every
-        self._channels = {keys.changes(n).encode(): n for n in self.shards}
+        self._channels = {keys.changes(n): n for n in self.shards}
 
     def _plain(self) -> dict[str, Any]:
         # No retries: a lost connection must surface, never be papered over.
@@ -106,7 +109,7 @@ class Feed:
             while True:
                 try:
                     plan = await self._plan(topology)
-                except (*TRANSIENT, RedisClusterException, OSError) as e:
+                except _MAP_TROUBLE as e:
                     log.warning("sharded pub/sub: cannot read the cluster's map (%s); retrying", e)
                     await asyncio.sleep(backoff.next_delay())
                     continue
@@ -131,7 +134,7 @@ class Feed:
                         del links[name]
                         self._lost(name, shards, task.exception())
                 await asyncio.sleep(backoff.next_delay())
-                with contextlib.suppress(*TRANSIENT, RedisClusterException, OSError):
+                with contextlib.suppress(*_MAP_TROUBLE):
                     await topology.nodes_manager.initialize()
         finally:
             for _, task in links.values():
@@ -147,6 +150,7 @@ class Feed:
         nodes: dict[str, ClusterNode] = {}
         for channel, shard in self._channels.items():
             node = topology.get_node_from_key(channel)
+            assert node is not None  # initialized: every slot has an owner
             nodes[node.name] = node
             owned.setdefault(node.name, set()).add(shard)
         return {name: (nodes[name], frozenset(s)) for name, s in owned.items()}

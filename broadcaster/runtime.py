@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
+
+from redis.asyncio import Redis
 
 from rowcast.broadcaster.config import BroadcasterConfig, default_instance
 from rowcast.broadcaster.heartbeat import Heartbeat
@@ -27,7 +29,10 @@ class Runtime:
         self.instance = config.instance or default_instance()
         self.metrics = Metrics()
         self.store = Store.create(config.database_url, max_size=config.pool_max)
-        self.redis = async_client(config.redis_url, socket_connect_timeout=3, socket_timeout=5)
+        # A cluster client answers the same commands (typed as the plain one).
+        self.redis = cast(
+            Redis, async_client(config.redis_url, socket_connect_timeout=3, socket_timeout=5)
+        )
         self.hub = Hub(
             config.redis_url,
             config.keys,

@@ -23,7 +23,7 @@ from redis import exceptions as rexc
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from rowcast.contract.connection import TRANSIENT, AnyAsyncRedis, async_client, node_client
+from rowcast.contract.connection import TRANSIENT_OR_OS, AnyAsyncRedis, async_client, node_client
 from rowcast.contract.entry import (
     DEFAULT_MAX_BODY,
     Entry,
@@ -200,7 +200,7 @@ class Producer:
                 ids, errors = await self._push_by_node(self.redis, keyed)
             else:
                 ids, errors = await self._push(self.redis, keyed)
-        except (*TRANSIENT, OSError) as e:
+        except TRANSIENT_OR_OS as e:
             raise Unavailable(
                 f"Redis: {e} (some of the {len(entries)} entries may have been stored)"
             ) from e
@@ -250,7 +250,9 @@ class Producer:
         for attempt in range(4):
             by_node: dict[str, list[int]] = {}
             for i in todo:
-                by_node.setdefault(cluster.get_node_from_key(keyed[i][0]).name, []).append(i)
+                node = cluster.get_node_from_key(keyed[i][0])
+                assert node is not None  # initialized: every slot has an owner
+                by_node.setdefault(node.name, []).append(i)
             results = await asyncio.gather(
                 *(self._push(self._node(cluster, name), [keyed[i] for i in idx])
                   for name, idx in by_node.items()),
@@ -259,7 +261,7 @@ class Producer:
             redirected: list[int] = []
             for idx, got in zip(by_node.values(), results, strict=True):
                 if isinstance(got, BaseException):
-                    if not isinstance(got, (*TRANSIENT, OSError)):
+                    if not isinstance(got, TRANSIENT_OR_OS):
                         raise got
                     for i in idx:  # unknown for each: the connection failed mid-way
                         errors[i] = f"Redis: {got} (may have been stored)"
@@ -310,7 +312,7 @@ class Producer:
             left = deadline - loop.time()
             try:
                 got = await self.redis.blpop([key], timeout=max(left, 0.01))
-            except (*TRANSIENT, OSError) as err:
+            except TRANSIENT_OR_OS as err:
                 raise Unavailable(f"Redis: {err}") from err
             if got is None:
                 raise ReceiptTimeout(

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 
 from rowcast.contract.change import Change
-from rowcast.contract.connection import TRANSIENT, AnyAsyncRedis, async_client
+from rowcast.contract.connection import TRANSIENT_OR_OS, AnyAsyncRedis, async_client
 from rowcast.contract.errors import ConfigError, Unavailable
 from rowcast.contract.keys import shard_of
 from rowcast.ops.admin.shell import connect_db, sql
@@ -136,7 +136,7 @@ class Announcer:
             for shard, group in by_shard.items():
                 pub = Publisher(self._redis, s.keys, shard, s.rows_maxlen, s.receipt_ttl_ms)
                 await pub.send(group)
-        except (*TRANSIENT, OSError) as e:
+        except TRANSIENT_OR_OS as e:
             raise Unavailable(f"Redis: {e}") from e
 
     def close(self) -> None:

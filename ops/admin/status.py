@@ -236,7 +236,7 @@ def read_shard(r: redis.Redis, keys: Keys, shard: int, applied: tuple[int, int] 
     got = pipe.execute(raise_on_error=False)
     if is_cluster(r):
         # Ages are measured on the clock that made the stream's ids: the node's.
-        got.insert(0, r.time(target_nodes=r.get_node_from_key(entries)))  # type: ignore[call-arg,attr-defined]
+        got.insert(0, r.time(target_nodes=r.get_node_from_key(entries)))  # type: ignore[attr-defined]
     now, length, groups, pend, holder, fence, dead, rows_len = got
     for value in (now, length, holder, fence, dead, rows_len):
         if isinstance(value, Exception):

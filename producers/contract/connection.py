@@ -46,6 +46,8 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 """Errors that mean "Redis is not reachable for this key right now", never
 "the key is missing": a caller backs off and tries again (or reports it)."""
 
+TRANSIENT_OR_OS: tuple[type[BaseException], ...] = (*TRANSIENT, OSError)
+
 AnyRedis = redis.Redis | RedisCluster
 AnyAsyncRedis = aredis.Redis | AsyncRedisCluster
 
@@ -183,6 +185,7 @@ async def owners(client: AsyncRedisCluster, keys: Sequence[str]) -> dict[str, tu
     out: dict[str, tuple[str, int]] = {}
     for k in keys:
         node = client.get_node_from_key(k)
+        assert node is not None  # initialized: every slot has an owner
         out[k] = (node.host, int(node.port))
     return out
 
@@ -197,6 +200,6 @@ def explain(e: BaseException) -> RowcastError | None:
             f" ({e.slot_id} {e.host}:{e.port}): the URL names one node of a Redis Cluster;"
             " name the cluster with redis+cluster://host:port[,host:port...]"
         )
-    if isinstance(e, (*TRANSIENT, rexc.RedisClusterException, OSError)):
+    if isinstance(e, (*TRANSIENT_OR_OS, rexc.RedisClusterException)):
         return Unavailable(f"Redis: {one_line(e)}")
     return None
