@@ -13,6 +13,7 @@ failover may lose the last writes the old master acknowledged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -242,7 +243,9 @@ class Producer:
         connection only, so each master gets its entries and the WAIT on one
         plain connection. Entries a node answers MOVED/ASK for (its slot
         moved, a failover) are sent again to the new owner; nothing is sent
-        twice to a node that took it."""
+        twice to a node that took it. A node that failed (a master dying)
+        makes the cluster's map be read again, so the next push finds its
+        promoted replica."""
         ids: list[str | None] = [None] * len(keyed)
         errors: list[str | None] = [None] * len(keyed)
         todo = list(range(len(keyed)))
@@ -259,10 +262,12 @@ class Producer:
                 return_exceptions=True,
             )  # fmt: skip
             redirected: list[int] = []
-            for idx, got in zip(by_node.values(), results, strict=True):
+            failed: list[str] = []
+            for name, idx, got in zip(by_node, by_node.values(), results, strict=True):
                 if isinstance(got, BaseException):
                     if not isinstance(got, TRANSIENT_OR_OS):
                         raise got
+                    failed.append(name)
                     for i in idx:  # unknown for each: the connection failed mid-way
                         errors[i] = f"Redis: {got} (may have been stored)"
                     continue
@@ -270,9 +275,15 @@ class Producer:
                     ids[i], errors[i] = entry_id, why
                     if entry_id is None and why is not None and why.startswith(("MOVED", "ASK")):
                         redirected.append(i)
+            if failed or redirected:
+                for name in failed:
+                    client = self._nodes.pop(name, None)
+                    if client is not None:
+                        await client.aclose()
+                with contextlib.suppress(*TRANSIENT_OR_OS, rexc.RedisClusterException):
+                    await cluster.nodes_manager.initialize()
             if not redirected or attempt == 3:
                 break
-            await cluster.nodes_manager.initialize()
             todo = redirected
         return ids, errors
 
