@@ -23,6 +23,8 @@ class BroadcasterConfig:
     redis_url: str
     database_url: str
     prefix: str = "rowcast"
+    shards: int = 1
+    """ROWCAST_SHARDS: the broadcaster subscribes to every shard's channel."""
     secret: str | None = None
     """Signs client tokens; None: no auth (then only loopback may listen)."""
     window_ms: float = 5.0
@@ -78,6 +80,8 @@ class BroadcasterConfig:
     def check(self) -> None:
         if not self.redis_url or not self.database_url:
             raise ConfigError("the broadcaster needs a Redis URL and a PostgreSQL URL")
+        if self.shards < 1:
+            raise ConfigError("the broadcaster needs at least 1 shard")
         if self.secret is not None:
             check_secret(self.secret)
         parse_origins(self.origins)

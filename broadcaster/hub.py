@@ -1,11 +1,8 @@
-"""The hub: one pub/sub subscription per process, routing each change to the
-subscribers of its session, and the PostgreSQL reads that make every
-subscription whole (catch-up, gaps, and a check of every watched session
-after the pub/sub connection comes back).
-
-redis-py's PubSub reconnects and resubscribes silently; here it is built with
-no retries, so a lost connection surfaces, and a fresh one is made, so the
-hub knows exactly when messages may have been missed.
+"""The hub: the shard feed of the process (feed.py: sharded pub/sub, one
+connection per Redis node), routing each change to the subscribers of its
+session, and the PostgreSQL reads that make every subscription whole
+(catch-up, gaps, and a check of every watched session of a shard whose
+subscription comes back).
 """
 
 from __future__ import annotations
@@ -13,15 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
 
 import orjson
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 
+from rowcast.broadcaster.feed import Feed, Shards
 from rowcast.broadcaster.item import Item, from_message_change
 from rowcast.broadcaster.metrics import Metrics
 from rowcast.broadcaster.outbox import Outbox
@@ -29,7 +21,7 @@ from rowcast.broadcaster.store import Store
 from rowcast.broadcaster.subscription import Step, Subscription
 from rowcast.contract.backoff import Backoff
 from rowcast.contract.errors import Unavailable
-from rowcast.contract.keys import Keys
+from rowcast.contract.keys import Keys, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +119,10 @@ class Hub:
         buffer_max: int = 10_000,
         client_name: str = "rowcast-broadcaster",
         ping_every: float = 5.0,
+        shards: int = 1,
     ) -> None:
         self.redis_url = redis_url
+        self.shards = shards
         self.keys = keys
         self.store = store
         self.metrics = metrics
@@ -140,6 +134,8 @@ class Hub:
         self._sessions: dict[str, set[Watch]] = {}
         self._count = 0
         self._recheck_task: asyncio.Task[None] | None = None
+        self._subscribed: set[int] = set()
+        self._to_recheck: set[int] = set()
 
     @property
     def subscriptions(self) -> int:
@@ -215,21 +211,21 @@ class Hub:
                 w.poke()
 
     async def run(self) -> None:
-        """Listen until cancelled, reconnecting with backoff."""
-        backoff = Backoff(base=0.1, cap=5.0)
+        """Listen until cancelled (the feed reconnects with backoff)."""
+        feed = Feed(
+            lambda: self.redis_url,
+            self.keys,
+            range(self.shards),
+            on_message=self.route,
+            on_up=self._up,
+            on_down=self._down,
+            client_name=self.client_name,
+            ping_every=self.ping_every,
+        )
         try:
-            while True:
-                try:
-                    await self._listen(backoff)
-                except (RedisError, OSError) as e:
-                    if self.connected:
-                        self.metrics.reconnects.inc()
-                        log.warning("pub/sub connection lost (%s); reconnecting", e)
-                    else:
-                        log.warning("pub/sub: cannot subscribe (%s); retrying", e)
-                    self._set_connected(False)
-                    await asyncio.sleep(backoff.next_delay())
+            await feed.run()
         finally:
+            self._subscribed.clear()
             self._set_connected(False)
             if self._recheck_task is not None:
                 self._recheck_task.cancel()
@@ -238,70 +234,45 @@ class Hub:
         self.connected = up
         self.metrics.pubsub_up.set(1 if up else 0)
 
-    async def _listen(self, backoff: Backoff) -> None:
-        client = Redis.from_url(
-            self.redis_url,
-            client_name=self.client_name,
-            retry=Retry(NoBackoff(), 0),
-            socket_connect_timeout=5,
-            socket_keepalive=True,
-        )
-        pubsub = client.pubsub()
-        loop = asyncio.get_running_loop()
-        try:
-            await pubsub.subscribe(self.keys.channel)
-            ping_sent: float | None = None
-            while True:
-                msg: dict[str, Any] | None = await pubsub.get_message(timeout=self.ping_every)
-                if msg is None:
-                    # Quiet: make the connection prove it is alive.
-                    if ping_sent is None:
-                        ping_sent = loop.time()
-                        await pubsub.ping()
-                    elif loop.time() - ping_sent > 3 * self.ping_every:
-                        raise RedisConnectionError("pub/sub connection stopped answering")
-                    continue
-                ping_sent = None
-                kind = msg["type"]
-                if kind == "message":
-                    self.route(msg["data"])
-                    # Let the senders run between messages: redis-py hands out
-                    # buffered messages without yielding.
-                    await asyncio.sleep(0)
-                elif kind == "subscribe":
-                    log.info("subscribed to %s", self.keys.channel)
-                    self._set_connected(True)
-                    backoff.reset()
-                    self._start_recheck()
-        finally:
-            try:
-                await pubsub.aclose()
-                await client.aclose()
-            except (RedisError, OSError):
-                pass
+    def _up(self, shards: Shards) -> None:
+        self._subscribed |= shards
+        self._set_connected(len(self._subscribed) == self.shards)
+        self._start_recheck(shards)
 
-    def _start_recheck(self) -> None:
-        if self._recheck_task is not None:
-            self._recheck_task.cancel()
-        self._recheck_task = asyncio.create_task(self._recheck(), name="recheck sessions")
+    def _down(self, shards: Shards) -> None:
+        if self._subscribed & shards:
+            self.metrics.reconnects.inc()
+        self._subscribed -= shards
+        self._set_connected(False)
+
+    def _start_recheck(self, shards: Shards) -> None:
+        # Shards coming back while a check runs are checked again after it:
+        # its snapshot may predate what they missed.
+        self._to_recheck |= shards
+        if self._recheck_task is None or self._recheck_task.done():
+            self._recheck_task = asyncio.create_task(self._recheck(), name="recheck sessions")
 
     async def _recheck(self) -> None:
-        """Messages published while we were not subscribed are lost to pub/sub,
-        not to PostgreSQL: compare every watched session with its head."""
-        backoff = Backoff(base=0.1, cap=5.0)
-        while True:
-            try:
-                heads = await self.store.heads(list(self._sessions))
-                break
-            except Unavailable as e:
-                log.warning("checking watched sessions: %s (retrying)", e)
-                await asyncio.sleep(backoff.next_delay())
-        behind = 0
-        for session, watches in list(self._sessions.items()):
-            head = heads.get(session, 0)
-            for w in tuple(watches):
-                if w.sub.fetching or w.sub.last < head:
-                    behind += 1
-                    w.poke()
-        if behind:
-            log.info("%d subscriptions read from PostgreSQL after (re)subscribing", behind)
+        """Messages published while a shard was not subscribed are lost to
+        pub/sub, not to PostgreSQL: compare every watched session of the
+        shards that came back with its head."""
+        while self._to_recheck:
+            shards, self._to_recheck = self._to_recheck, set()
+            sessions = [s for s in self._sessions if shard_of(s, self.shards) in shards]
+            backoff = Backoff(base=0.1, cap=5.0)
+            while True:
+                try:
+                    heads = await self.store.heads(sessions)
+                    break
+                except Unavailable as e:
+                    log.warning("checking watched sessions: %s (retrying)", e)
+                    await asyncio.sleep(backoff.next_delay())
+            behind = 0
+            for session in sessions:
+                head = heads.get(session, 0)
+                for w in tuple(self._sessions.get(session, ())):
+                    if w.sub.fetching or w.sub.last < head:
+                        behind += 1
+                        w.poke()
+            if behind:
+                log.info("%d subscriptions read from PostgreSQL after (re)subscribing", behind)

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -17,6 +17,7 @@ from rowcast.broadcaster.hub import Hub
 from rowcast.broadcaster.metrics import Metrics
 from rowcast.broadcaster.outbox import SHUTDOWN, Outbox, Ticker
 from rowcast.broadcaster.store import Store
+from rowcast.contract.connection import async_client
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,10 @@ class Runtime:
         self.metrics = Metrics()
         self.store = Store.create(config.database_url, max_size=config.pool_max)
         self.metrics.watch_pool(self.store.pool.get_stats)
-        self.redis = Redis.from_url(config.redis_url, socket_connect_timeout=3, socket_timeout=5)
+        # A cluster client answers the same commands (typed as the plain one).
+        self.redis = cast(
+            Redis, async_client(config.redis_url, socket_connect_timeout=3, socket_timeout=5)
+        )
         self.hub = Hub(
             config.redis_url,
             config.keys,
@@ -38,6 +42,7 @@ class Runtime:
             page=config.page,
             buffer_max=config.queue_max,
             client_name=f"rowcast-broadcaster:{config.prefix}:{self.instance}".replace(" ", "_"),
+            shards=config.shards,
         )
         self.address: tuple[str, int] = ("127.0.0.1", 0)
         """Where the server listens (set by ``serve``; shown in the heartbeat)."""

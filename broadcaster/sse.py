@@ -14,8 +14,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from rowcast.broadcaster import frames
 from rowcast.broadcaster.auth import Grant
-from rowcast.broadcaster.feed import goodbye, send_within, serve_feed
 from rowcast.broadcaster.item import Item
+from rowcast.broadcaster.lifecycle import goodbye, send_within, serve_feed
 from rowcast.broadcaster.outbox import EXPIRED, RESYNC, Outbox
 from rowcast.broadcaster.runtime import Runtime
 

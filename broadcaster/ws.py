@@ -21,9 +21,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from rowcast.broadcaster import frames
 from rowcast.broadcaster.auth import Denied, Grant, authorize, token_from
-from rowcast.broadcaster.feed import IDLE, goodbye, send_within, serve_feed
 from rowcast.broadcaster.hub import Watch
 from rowcast.broadcaster.item import Item
+from rowcast.broadcaster.lifecycle import IDLE, goodbye, send_within, serve_feed
 from rowcast.broadcaster.outbox import EXPIRED, GONE, RESYNC, SHUTDOWN, Outbox
 from rowcast.broadcaster.runtime import Runtime
 from rowcast.contract.entry import check_id

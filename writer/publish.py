@@ -1,6 +1,7 @@
 """After COMMIT, never before: everything Redis must learn of one batch — the
-``P:{N}:rows`` entries, the ``P:rows`` message, dead letters, receipts and the
-XACK — in one Lua script, which Redis runs atomically (like MULTI: all of it
+``P:{N}:rows`` entries, the ``P:{N}:changes`` message (SPUBLISH; and the
+``P:rows`` one on a single server), dead letters, receipts and the XACK — in
+one Lua script, which Redis runs atomically (like MULTI: all of it
 or none), in one round trip and one packed command. A crash in between is
 repaired from the tracking record in PostgreSQL.
 """
@@ -11,16 +12,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
-
 from rowcast.contract.change import Change, batch_message
+from rowcast.contract.connection import AnyAsyncRedis, is_cluster
 from rowcast.contract.errors import LeaseLost
 from rowcast.contract.keys import GROUP, Keys
 from rowcast.writer.batch import Dead, Receipt, error_receipt
 
 # KEYS: rows stream, dead stream, entries stream, lease, then one reply list
-# per receipt. ARGV: maxlen, channel, message, receipt ttl, #changes, #dead,
-# #receipts, #acks, group, lease holder ('' for no check), then one packed
+# per receipt (all of shard N: hash tag {N}, one cluster slot). ARGV: maxlen,
+# P:rows channel ('' on a cluster), message, receipt ttl, #changes, #dead,
+# #receipts, #acks, group, lease holder ('' for no check), the shard's
+# channel P:{N}:changes (same slot as the keys), then one packed
 # value per change (see Change.packed: its fields joined by NUL, which neither
 # a valid id, kind nor JSON text can contain), (count, fields...) per dead
 # letter, one payload per receipt, the ids to acknowledge.
@@ -32,7 +34,7 @@ if ARGV[10] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[10] then
 end
 local maxlen, ttl = ARGV[1], ARGV[4]
 local nc, nd, nr, na = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local i = 11
+local i = 12
 local f, NUL = {}, string.char(0)
 for _ = 1, nc do
   local s, pos = ARGV[i], 1
@@ -54,7 +56,10 @@ for _ = 1, nc do
   i = i + 1
 end
 if nc > 0 then
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  redis.call('SPUBLISH', ARGV[11], ARGV[3])
+  if ARGV[2] ~= '' then
+    redis.call('PUBLISH', ARGV[2], ARGV[3])
+  end
 end
 for _ = 1, nd do
   local n = tonumber(ARGV[i])
@@ -92,7 +97,7 @@ class Outcome:
 class Publisher:
     def __init__(
         self,
-        redis: Redis,
+        redis: AnyAsyncRedis,
         keys: Keys,
         shard: int,
         rows_maxlen: int,
@@ -107,6 +112,8 @@ class Publisher:
         self.shard = shard
         self.rows_maxlen = rows_maxlen
         self.receipt_ttl_ms = receipt_ttl_ms
+        # On a cluster a PUBLISH goes to every node: only the sharded channel there.
+        self.everywhere = "" if is_cluster(redis) else keys.channel
         self._script = redis.register_script(_PUBLISH)
 
     def script_args(self, out: Outcome) -> tuple[list[str], list[Any]]:
@@ -119,7 +126,7 @@ class Publisher:
         message = batch_message(n, out.changes) if out.changes else b""
         argv: list[Any] = [
             self.rows_maxlen,
-            k.channel,
+            self.everywhere,
             message,
             self.receipt_ttl_ms,
             len(out.changes),
@@ -128,6 +135,7 @@ class Publisher:
             len(out.ids),
             GROUP,
             self.holder,
+            k.changes(n),
         ]
         argv += [c.packed() for c in out.changes]
         for d in out.dead:

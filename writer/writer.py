@@ -15,6 +15,7 @@ from redis import exceptions as rexc
 from redis.asyncio import Redis
 
 from rowcast.contract.backoff import Backoff, sleep_unless
+from rowcast.contract.connection import TRANSIENT_OR_OS
 from rowcast.contract.errors import AlreadyApplied, Fenced, LeaseLost, Unavailable, one_line
 from rowcast.contract.keys import GROUP, Keys
 from rowcast.contract.streamid import StreamId, fmt
@@ -46,7 +47,8 @@ end
 return redis.call('INCR', KEYS[2])
 """
 
-_TRANSIENT = (Unavailable, AlreadyApplied, rexc.ConnectionError, rexc.TimeoutError, OSError)
+# TRANSIENT: also a cluster between a master's death and its replica's promotion.
+_TRANSIENT: tuple[type[BaseException], ...] = (Unavailable, AlreadyApplied, *TRANSIENT_OR_OS)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,11 @@
 Every job takes a lock (SET NX PX on ``Keys.job_lock(name)``) and is safe to
 run twice: a second run while the first holds the lock is skipped, and each
 job only moves state towards the same end.
+
+On a Redis Cluster the jobs themselves work (``rowcast jobs run``, and an RQ
+worker whose ROWCAST_REDIS_URL names the cluster), but RQ's queue does not:
+RQ does not support Redis Cluster, so ``enqueue`` and ``schedule`` need a
+plain Redis for the queue (``--rq-url`` or ROWCAST_RQ_URL).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any
 import orjson
 import redis
 
+from rowcast.contract.connection import parse
 from rowcast.contract.errors import ConfigError
 from rowcast.contract.keys import GROUP
 from rowcast.contract.streamid import MAX_PART, StreamId, as_id, fmt
@@ -449,6 +455,21 @@ def schedule(
 # --- the command ----------------------------------------------------------
 
 
+def rq_settings(args: argparse.Namespace, settings: Settings) -> Settings:
+    """The settings with the RQ queue's Redis as the Redis URL; a cluster is
+    refused (RQ does not support Redis Cluster)."""
+    settings.need_servers()
+    url = getattr(args, "rq_url", None) or os.environ.get("ROWCAST_RQ_URL") or settings.redis_url
+    assert url is not None
+    if parse(url).cluster:
+        raise ConfigError(
+            "RQ does not support Redis Cluster: `rowcast jobs enqueue|schedule` need a plain"
+            " Redis for the queue (--rq-url or ROWCAST_RQ_URL=redis://...);"
+            " `rowcast jobs run` works on the cluster"
+        )
+    return replace(settings, redis_url=url)
+
+
 def _names(given: Sequence[str]) -> list[str]:
     bad = [n for n in given if n not in NAMES and n != "all"]
     if bad:
@@ -466,13 +487,16 @@ def arguments(p: argparse.ArgumentParser, servers: argparse.ArgumentParser) -> N
     d = actions.add_parser("run", help="run jobs now, in this process", parents=[servers])
     d.add_argument("names", nargs="*", metavar="JOB", help=names_help)
     d.add_argument("--json", action="store_true", help="print each job's result as JSON")
+    rq_help = "plain Redis of the RQ queue (ROWCAST_RQ_URL; default: ROWCAST_REDIS_URL)"
     d = actions.add_parser("enqueue", help="enqueue jobs once on the RQ queue", parents=[servers])
     d.add_argument("names", nargs="*", metavar="JOB", help=names_help)
     d.add_argument("--queue", default=QUEUE)
+    d.add_argument("--rq-url", help=rq_help)
     d = actions.add_parser(
         "schedule", help="enqueue every job periodically until stopped", parents=[servers]
     )
     d.add_argument("--queue", default=QUEUE)
+    d.add_argument("--rq-url", help=rq_help)
     d.add_argument("--every", type=float, default=60.0, metavar="SECONDS",
                    help="period of trim-entries, trim-rows and health (default 60)")  # fmt: skip
     d.add_argument("--verify-every", type=float, default=3600.0, metavar="SECONDS",
@@ -490,7 +514,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
         return 1 if failed else 0
-    with connect_redis(settings) as conn:
+    with connect_redis(rq_settings(args, settings)) as conn:
         if args.action == "enqueue":
             for name in _names(args.names):
                 job_id = enqueue(conn, args.queue, name, settings, config)

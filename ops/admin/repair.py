@@ -5,7 +5,7 @@ for each runs ``rowcast.repair_session`` in its own transaction: it takes the
 session's head lock like the writer, so the two never race; rows are
 renumbered densely in insertion order and the head is fixed. After COMMIT the
 rows that changed are announced like the writer's own (``P:{N}:rows`` and
-``P:rows`` of the session's shard) so subscribers update.
+``P:{N}:changes``, and ``P:rows`` on a single server) so subscribers update.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from redis import exceptions as rexc
-from redis.asyncio import Redis
 
 from rowcast.contract.change import Change
+from rowcast.contract.connection import TRANSIENT_OR_OS, AnyAsyncRedis, async_client
 from rowcast.contract.errors import ConfigError, Unavailable
 from rowcast.contract.keys import shard_of
 from rowcast.ops.admin.shell import connect_db, sql
@@ -121,7 +120,7 @@ class Announcer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._runner = asyncio.Runner()
-        self._redis: Redis | None = None
+        self._redis: AnyAsyncRedis | None = None
 
     def send(self, changes: Sequence[Change]) -> None:
         if changes:
@@ -131,7 +130,7 @@ class Announcer:
         s = self.settings
         if self._redis is None:
             url, _ = s.need_servers()
-            self._redis = Redis.from_url(url)
+            self._redis = async_client(url)
         by_shard: dict[int, list[Change]] = {}
         for c in changes:
             by_shard.setdefault(shard_of(c.session, s.shards), []).append(c)
@@ -139,7 +138,7 @@ class Announcer:
             for shard, group in by_shard.items():
                 pub = Publisher(self._redis, s.keys, shard, s.rows_maxlen, s.receipt_ttl_ms)
                 await pub.send(group)
-        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as e:
+        except TRANSIENT_OR_OS as e:
             raise Unavailable(f"Redis: {e}") from e
 
     def close(self) -> None:

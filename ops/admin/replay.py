@@ -80,8 +80,12 @@ def replay_shard(r: redis.Redis, keys: Keys, shard: int, lo: StreamId, hi: Strea
     key = keys.entries(shard)
     try:
         info: Any = r.xinfo_stream(key)
-    except redis.ResponseError:
-        return Refed(shard, 0, 0, None, None)  # no stream yet
+    except redis.ResponseError as e:
+        # Only "no such key" means no stream yet: a redirect or a cluster
+        # that is down is an error to report, never a silent zero.
+        if type(e) is not redis.ResponseError or "no such key" not in str(e).lower():
+            raise
+        return Refed(shard, 0, 0, None, None)
     first_entry = info.get("first-entry")
     last_entry = info.get("last-entry")
     if not first_entry or not last_entry:

@@ -16,6 +16,7 @@ import redis
 from psycopg import errors as pgerr
 from redis import exceptions as rexc
 
+from rowcast.contract.connection import AnyRedis, explain, sync_client
 from rowcast.contract.errors import ConfigError, RowcastError, Unavailable, one_line
 from rowcast.ops.settings import Settings, redact
 
@@ -29,15 +30,24 @@ def sql(name: str) -> bytes:
 
 @contextmanager
 def connect_redis(settings: Settings) -> Iterator[redis.Redis]:
-    """A synchronous Redis client; connection errors become Unavailable."""
+    """A synchronous Redis client, of one server or of a cluster (typed as the
+    plain one: the commands used here exist on both). Connection and cluster
+    routing errors become Unavailable; a redirect reaching us (a plain URL
+    naming a cluster node) a ConfigError."""
     url, _ = settings.need_servers()
-    client = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=10)
+    client: AnyRedis | None = None
     try:
-        yield client
-    except (rexc.ConnectionError, rexc.TimeoutError) as e:
-        raise Unavailable(f"Redis: {one_line(e)}") from e
+        # A cluster client reads the cluster's map here already.
+        client = sync_client(url, socket_timeout=30, socket_connect_timeout=10)
+        yield client  # type: ignore[misc]
+    except (rexc.RedisError, rexc.RedisClusterException, OSError) as e:
+        mapped = explain(e)
+        if mapped is None:
+            raise
+        raise mapped from e
     finally:
-        client.close()
+        if client is not None:
+            client.close()
 
 
 @contextmanager

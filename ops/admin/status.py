@@ -22,6 +22,7 @@ import orjson
 import psycopg
 import redis
 
+from rowcast.contract.connection import is_cluster
 from rowcast.contract.errors import ConfigError, RowcastError, Unavailable
 from rowcast.contract.keys import GROUP, Keys
 from rowcast.ops.admin.shell import cell, connect_db, connect_redis, safe, sql, table, text
@@ -281,7 +282,8 @@ def count_after(r: redis.Redis, key: str, after: str, cap: int) -> int | None:
 def read_shard(r: redis.Redis, keys: Keys, shard: int, applied: tuple[int, int] | None) -> ShardRaw:
     entries = keys.entries(shard)
     pipe = r.pipeline(transaction=False)
-    pipe.time()
+    if not is_cluster(r):
+        pipe.time()
     pipe.xlen(entries)
     pipe.xinfo_groups(entries)
     pipe.xpending(entries, GROUP)
@@ -289,7 +291,11 @@ def read_shard(r: redis.Redis, keys: Keys, shard: int, applied: tuple[int, int] 
     pipe.get(keys.fence(shard))
     pipe.xlen(keys.dead(shard))
     pipe.xlen(keys.rows(shard))
-    now, length, groups, pend, holder, fence, dead, rows_len = pipe.execute(raise_on_error=False)
+    got = pipe.execute(raise_on_error=False)
+    if is_cluster(r):
+        # Ages are measured on the clock that made the stream's ids: the node's.
+        got.insert(0, r.time(target_nodes=r.get_node_from_key(entries)))  # type: ignore[attr-defined]
+    now, length, groups, pend, holder, fence, dead, rows_len = got
     for value in (now, length, holder, fence, dead, rows_len):
         if isinstance(value, Exception):
             raise value
@@ -324,7 +330,11 @@ def read_broadcasters(r: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
     names = sorted(text(k) or "" for k in r.scan_iter(match=keys.broadcaster_pattern(), count=1000))
     if not names:
         return []
-    values: Any = r.mget(names)
+    # One GET each (pipelined): on a cluster the heartbeats live in many slots.
+    pipe = r.pipeline(transaction=False)
+    for n in names:
+        pipe.get(n)
+    values: Any = pipe.execute()
     head = len(keys.broadcaster(""))
     out = [broadcaster_report(n[head:], v) for n, v in zip(names, values, strict=True)]
     return [b for b in out if b is not None]

@@ -22,6 +22,7 @@ def broadcaster_config(settings: Settings) -> BroadcasterConfig:
         redis_url=redis_url,
         database_url=database_url,
         prefix=settings.prefix,
+        shards=settings.shards,
         secret=settings.secret,
         window_ms=settings.coalesce_ms,
         queue_max=settings.queue_max,

@@ -5,6 +5,13 @@ extend). A line that cannot become an entry is reported on stderr (``line N:
 why``) and, with ``--wait``, answered by an error receipt on stdout, so output
 lines match input lines.
 Exit 1 when any line was refused.
+
+Lines are pushed in chunks. When Redis stores only part of a chunk (a node
+answering MOVED to a plain URL, a master lost mid-push, or with ``--durable``
+no replica confirming in time) each line of that chunk not queued is reported
+(``line N: not queued: why``, with ``--wait`` as an error receipt too), the
+lines that were queued are waited for as usual, nothing after the chunk is
+read, and the exit status is 2.
 """
 
 from __future__ import annotations
@@ -18,9 +25,9 @@ from typing import IO, Any
 import orjson
 
 from rowcast.contract.entry import Entry, json_error
-from rowcast.contract.errors import InvalidEntry
+from rowcast.contract.errors import InvalidEntry, NotQueued
 from rowcast.ops.settings import Settings
-from rowcast.producers.producer import Producer, make_entry
+from rowcast.producers.producer import Producer, make_entry, with_replies
 
 CHUNK = 500
 
@@ -70,23 +77,62 @@ async def produce(
                 refused += 1
                 sys.stderr.write(f"rowcast: line {n}: {e}\n")
                 slots.append({"ok": False, "error": f"line {n}: {e}"})
+        numbers = [n for (n, _), s in zip(chunk, slots, strict=True) if isinstance(s, Entry)]
         entries = [s for s in slots if isinstance(s, Entry)]
-        if not wait:
-            await producer.push_many(entries)
-            continue
-        receipts = iter(await producer.push_and_collect(entries, timeout))
-        for s in slots:
-            payload = next(receipts) if isinstance(s, Entry) else s
-            if not payload.get("ok"):
-                refused += isinstance(s, Entry)
-            stdout.write(orjson.dumps(payload) + b"\n")
-        stdout.flush()
+        if wait:
+            entries = with_replies(entries)
+        failed = await _push(producer, entries, numbers)
+        if wait:
+            queued = [e for i, e in enumerate(entries) if i not in failed]
+            receipts = iter(await producer.collect(queued, timeout))
+            at = iter(range(len(entries)))
+            for s in slots:
+                if isinstance(s, Entry):
+                    i = next(at)
+                    payload = failed[i] if i in failed else next(receipts)
+                else:
+                    payload = s
+                if not payload.get("ok"):
+                    refused += isinstance(s, Entry)
+                stdout.write(orjson.dumps(payload) + b"\n")
+            stdout.flush()
+        if failed:
+            last = chunk[-1][0]
+            sys.stderr.write(
+                f"rowcast: {len(failed)} of {len(entries)} entries of lines {chunk[0][0]}..{last}"
+                f" not queued (listed above); stopped, lines after {last} were not read\n"
+            )
+            return 2
     return 1 if refused else 0
+
+
+async def _push(
+    producer: Producer, entries: list[Entry], numbers: list[int]
+) -> dict[int, dict[str, Any]]:
+    """Push; the error receipt of each entry not queued, by its index."""
+    try:
+        await producer.push_many(entries)
+        return {}
+    except NotQueued as e:
+        failed: dict[int, dict[str, Any]] = {}
+        for i, (entry_id, why) in enumerate(zip(e.ids, e.errors, strict=True)):
+            if why is None:
+                continue
+            where = f" (stored as {entry_id})" if entry_id is not None else ""
+            text = f"line {numbers[i]}: not queued{where}: {why}"
+            sys.stderr.write(f"rowcast: {text}\n")
+            failed[i] = {"ok": False, "error": text}
+        return failed
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", action="store_true", help="print one receipt per line")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a receipt")
+    p.add_argument(
+        "--durable",
+        action="store_true",
+        help="count a line as queued only once a replica holds it (WAIT)",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -94,7 +140,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     async def main() -> int:
         producer = Producer.from_url(
-            redis_url, prefix=settings.prefix, shards=settings.shards, max_body=settings.max_body
+            redis_url,
+            prefix=settings.prefix,
+            shards=settings.shards,
+            max_body=settings.max_body,
+            durable=args.durable,
         )
         try:
             return await produce(

@@ -10,9 +10,11 @@ import secrets
 import signal
 import socket
 from collections.abc import Sequence
+from typing import cast
 
 from redis.asyncio import Redis
 
+from rowcast.contract.connection import async_client
 from rowcast.ops.settings import Settings
 from rowcast.writer import ShardWriter, WriterConfig
 from rowcast.writer.fleet import Fleet
@@ -52,7 +54,8 @@ async def run_writers(
     every one of them (``--shard``). A shard's errors stay in its own loop, so
     the task group ends only on ``stop`` or cancellation."""
     redis_url, _ = settings.need_servers()
-    redis = Redis.from_url(redis_url)
+    # A cluster client answers the same commands (typed as the plain one).
+    redis = cast(Redis, async_client(redis_url))
     holder = holder_id()
     fleet = Fleet(redis, settings.keys, holder, shards, settings.lease_ms) if spread else None
     try:

@@ -30,12 +30,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     check_servers(settings)
     migrate(db)
     if settings.metrics_port is not None:
-        import redis
         from prometheus_client import REGISTRY, start_http_server
 
+        from rowcast.contract.connection import sync_client
         from rowcast.writer.metrics import StreamCollector
 
-        sync_redis = redis.Redis.from_url(settings.need_servers()[0])
+        sync_redis = sync_client(settings.need_servers()[0])
         REGISTRY.register(StreamCollector(sync_redis, settings.keys, sorted(set(shards))))
         start_http_server(settings.metrics_port, addr="127.0.0.1")
 

@@ -7,6 +7,7 @@ meets them, with ``raise ... from e``. The CLI maps the tree to exit codes:
     RowcastError
     ├── ConfigError        bad settings or usage
     ├── Unavailable        Redis or PostgreSQL cannot be reached
+    │   └── NotQueued      some entries of one push were not stored (or not replicated)
     ├── InvalidEntry       an entry that breaks the contract's limits
     ├── ReceiptTimeout     no receipt in time
     ├── Rejected           the writer dead-lettered the entry
@@ -43,6 +44,18 @@ class InvalidEntry(RowcastError):
 
 class Unavailable(RowcastError):
     """Redis or PostgreSQL cannot be reached."""
+
+
+class NotQueued(Unavailable):
+    """Some entries of one push were not stored, or (``durable``) not confirmed
+    by a replica; the others were. Entry ``i`` of the push: ``ids[i]`` is its
+    stream id (None: not stored), ``errors[i]`` why it is not acknowledged
+    (None: it is)."""
+
+    def __init__(self, message: str, ids: list[str | None], errors: list[str | None]) -> None:
+        super().__init__(message)
+        self.ids = ids
+        self.errors = errors
 
 
 class ReceiptTimeout(RowcastError):

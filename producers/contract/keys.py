@@ -39,6 +39,11 @@ class Keys:
         """Stream: entries that can never be persisted, with the reason."""
         return f"{self.prefix}:{{{shard}}}:dead"
 
+    def changes(self, shard: int) -> str:
+        """Sharded pub/sub channel (SPUBLISH): one message per committed batch of
+        the shard; on a Redis Cluster it stays on the node owning the shard."""
+        return f"{self.prefix}:{{{shard}}}:changes"
+
     def reply(self, shard: int, token: str) -> str:
         """List: the receipt of the entry that asked for one with ``token``; expires."""
         return f"{self.prefix}:{{{shard}}}:reply:{token}"
@@ -82,5 +87,6 @@ class Keys:
 
     @property
     def channel(self) -> str:
-        """The pub/sub channel carrying one message per committed batch."""
+        """The pub/sub channel carrying one message per committed batch of every
+        shard, on a single server only (a cluster would send it to every node)."""
         return f"{self.prefix}:rows"

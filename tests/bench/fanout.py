@@ -43,6 +43,7 @@ import httpx
 import orjson
 from redis.asyncio import Redis
 
+from rowcast.contract.connection import async_client
 from rowcast.ops.schema.migrate import migrate
 from rowcast.producers import Producer, make_entry
 from tests import databases
@@ -361,7 +362,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         subprocess.Popen([ROWCAST, "writer", *quiet], env=env),
         subprocess.Popen([ROWCAST, "broadcaster", "--port", str(port), *quiet], env=env),
     ]
-    redis = Redis.from_url(redis_url)
+    redis = cast(Redis, async_client(redis_url))  # one server or a cluster
     producer = Producer(redis, prefix=prefix)
     workers: _Workers | None = None
     sessions = [f"bench-{i:03d}" for i in range(args.sessions)]
