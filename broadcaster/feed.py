@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -42,31 +43,24 @@ class SubscriptionLost(RedisError):
     """A node ended a sharded subscription (it no longer owns the shard)."""
 
 
+@dataclass(eq=False)
 class Feed:
-    def __init__(
-        self,
-        redis_url: Callable[[], str],
-        keys: Keys,
-        shards: Collection[int],
-        *,
-        on_message: Callable[[bytes], Any],
-        on_up: Callable[[Shards], None],
-        on_down: Callable[[Shards], None],
-        client_name: str,
-        ping_every: float = 5.0,
-    ) -> None:
-        """``redis_url`` is asked at every connection (the owner may change it);
-        ``on_up(shards)``: those shards are subscribed from now on (what was
-        published before may be missed); ``on_down(shards)``: they are not."""
-        self.redis_url = redis_url
-        self.keys = keys
-        self.shards = frozenset(shards)
-        self.on_message = on_message
-        self.on_up = on_up
-        self.on_down = on_down
-        self.client_name = client_name
-        self.ping_every = ping_every
-        self._channels = {keys.changes(n): n for n in self.shards}
+    """``redis_url`` is asked at every connection (the owner may change it);
+    ``on_up(shards)``: those shards are subscribed from now on (what was
+    published before may be missed); ``on_down(shards)``: they are not."""
+
+    redis_url: Callable[[], str]
+    keys: Keys
+    shards: Shards
+    _: KW_ONLY
+    on_message: Callable[[bytes], Any]
+    on_up: Callable[[Shards], None]
+    on_down: Callable[[Shards], None]
+    client_name: str
+    ping_every: float = 5.0
+
+    def __post_init__(self) -> None:
+        self._channels = {self.keys.changes(n): n for n in self.shards}
 
     def _plain(self) -> dict[str, Any]:
         # No retries: a lost connection must surface, never be papered over.

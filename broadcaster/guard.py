@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
+from dataclasses import KW_ONLY, dataclass, field
 from urllib.parse import urlsplit
 
 import orjson
@@ -138,23 +139,16 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+@dataclass(eq=False)
 class Guard:
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        secret: bool,
-        origins: frozenset[OriginKey] = frozenset(),
-        max_connections: int = 20_000,
-        max_per_client: int = 2_000,
-    ) -> None:
-        self.app = app
-        self.secret = secret
-        self.origins = origins
-        self.max_connections = max_connections
-        self.max_per_client = max_per_client
-        self.open = 0
-        self.per_client: dict[str, int] = {}
+    app: ASGIApp
+    _: KW_ONLY
+    secret: bool
+    origins: frozenset[OriginKey] = frozenset()
+    max_connections: int = 20_000
+    max_per_client: int = 2_000
+    open: int = field(default=0, init=False)
+    per_client: dict[str, int] = field(default_factory=dict, init=False)
 
     def refusal(self, scope: Scope) -> tuple[int, str] | None:
         host = _header(scope, b"host")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import KW_ONLY, dataclass, field
 
 import orjson
 
@@ -107,35 +108,24 @@ class Watch:
             task.cancel()
 
 
+@dataclass(eq=False)
 class Hub:
-    def __init__(
-        self,
-        redis_url: str,
-        keys: Keys,
-        store: Store,
-        metrics: Metrics,
-        *,
-        page: int = 1000,
-        buffer_max: int = 10_000,
-        client_name: str = "rowcast-broadcaster",
-        ping_every: float = 5.0,
-        shards: int = 1,
-    ) -> None:
-        self.redis_url = redis_url
-        self.shards = shards
-        self.keys = keys
-        self.store = store
-        self.metrics = metrics
-        self.page = page
-        self.buffer_max = buffer_max
-        self.client_name = client_name
-        self.ping_every = ping_every
-        self.connected = False
-        self._sessions: dict[str, set[Watch]] = {}
-        self._count = 0
-        self._recheck_task: asyncio.Task[None] | None = None
-        self._subscribed: set[int] = set()
-        self._to_recheck: set[int] = set()
+    redis_url: str
+    keys: Keys
+    store: Store
+    metrics: Metrics
+    _: KW_ONLY
+    page: int = 1000
+    buffer_max: int = 10_000
+    client_name: str = "rowcast-broadcaster"
+    ping_every: float = 5.0
+    shards: int = 1
+    connected: bool = field(default=False, init=False)
+    _sessions: dict[str, set[Watch]] = field(default_factory=dict, init=False)
+    _count: int = field(default=0, init=False)
+    _recheck_task: asyncio.Task[None] | None = field(default=None, init=False)
+    _subscribed: set[int] = field(default_factory=set, init=False)
+    _to_recheck: set[int] = field(default_factory=set, init=False)
 
     @property
     def subscriptions(self) -> int:
@@ -215,7 +205,7 @@ class Hub:
         feed = Feed(
             lambda: self.redis_url,
             self.keys,
-            range(self.shards),
+            frozenset(range(self.shards)),
             on_message=self.route,
             on_up=self._up,
             on_down=self._down,

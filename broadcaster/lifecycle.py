@@ -21,7 +21,8 @@ from typing import Any
 
 from starlette.websockets import WebSocketDisconnect
 
-from rowcast.broadcaster.outbox import GONE, RESYNC, Outbox
+from rowcast.broadcaster.auth import Grant
+from rowcast.broadcaster.outbox import GONE, RESYNC, Outbox, Sink
 from rowcast.broadcaster.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,15 @@ IDLE = "idle"
 """A WebSocket with no subscription for too long."""
 FINISH_TIMEOUT = 5.0
 """Seconds a goodbye (resync, expiry, shutdown) may take to write."""
+
+
+def new_outbox(rt: Runtime, sink: Sink, grant: Grant, idle: float | None = None) -> Outbox:
+    """The outbox of one feed connection, with the process's limits."""
+    c = rt.config
+    return Outbox(
+        sink, rt.metrics, rt.ticker, max_batch=c.max_batch, limit=c.queue_max,
+        idle=idle, collapse=c.collapse, expires_at=grant.expires_at,
+    )  # fmt: skip
 
 
 async def serve_feed(

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, InitVar, dataclass, field
 from typing import Protocol
 
 from rowcast.broadcaster.coalesce import Pending
@@ -70,31 +71,25 @@ class Ticker:
             box.flush()
 
 
+@dataclass(eq=False)
 class Outbox:
-    def __init__(
-        self,
-        sink: Sink,
-        metrics: Metrics,
-        ticker: Ticker,
-        *,
-        max_batch: int = 256,
-        limit: int = 10_000,
-        idle: float | None = None,
-        collapse: bool = True,
-        expires_at: float | None = None,
-    ) -> None:
-        self.sink = sink
-        self.metrics = metrics
-        self.ticker = ticker
-        self.max_batch = max_batch
-        self.limit = limit
-        self.idle_after = idle
-        self.expires_at = expires_at
+    sink: Sink
+    metrics: Metrics
+    ticker: Ticker
+    _: KW_ONLY
+    max_batch: int = 256
+    limit: int = 10_000
+    idle: float | None = None
+    """Seconds of silence after which the sink is pinged (None: never)."""
+    collapse: InitVar[bool] = True
+    expires_at: float | None = None
+    reason: str | None = field(default=None, init=False)
+    """Why the connection is ending; None while it serves."""
+    on_close: Callable[[], None] | None = field(default=None, init=False)
+
+    def __post_init__(self, collapse: bool) -> None:
         self.pending = Pending(collapse)
-        self.reason: str | None = None
-        """Why the connection is ending; None while it serves."""
-        self.on_close: Callable[[], None] | None = None
-        self._low = max(1, limit // 2)
+        self._low = max(1, self.limit // 2)
         self._room = asyncio.Event()
         self._room.set()
         self._waiter: asyncio.Future[object] | None = None
@@ -192,7 +187,7 @@ class Outbox:
                 self.metrics.frames.inc(len(batches))
                 self.metrics.changes_out.inc(sum(len(b[1]) for b in batches))
                 continue
-            idle = self.idle_after if not p.count else None
+            idle = self.idle if not p.count else None
             if await self._sleep(idle) and not p.count and self.reason is None:
                 await self.sink.idle()
 

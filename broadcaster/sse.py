@@ -9,13 +9,14 @@ from the last id it saw and loses nothing.
 from __future__ import annotations
 
 import logging
+from dataclasses import KW_ONLY, dataclass, field
 
 from starlette.types import Message, Receive, Scope, Send
 
 from rowcast.broadcaster import frames
 from rowcast.broadcaster.auth import Grant
 from rowcast.broadcaster.item import Item
-from rowcast.broadcaster.lifecycle import goodbye, send_within, serve_feed
+from rowcast.broadcaster.lifecycle import goodbye, new_outbox, send_within, serve_feed
 from rowcast.broadcaster.outbox import EXPIRED, RESYNC, Outbox
 from rowcast.broadcaster.runtime import Runtime
 
@@ -29,19 +30,18 @@ _HEADERS = [
 ]
 
 
+@dataclass(eq=False)
 class EventStream:
     """An ASGI response serving one subscription until the client leaves."""
 
-    def __init__(
-        self, rt: Runtime, session: str, after: int, grant: Grant, *, deltas: bool = False
-    ) -> None:
-        self.rt = rt
-        self.session = session
-        self.after = after
-        self.grant = grant
-        self.deltas = deltas
-        self._send: Send | None = None
-        self.outbox: Outbox | None = None
+    rt: Runtime
+    session: str
+    after: int
+    grant: Grant
+    _: KW_ONLY
+    deltas: bool = False
+    _send: Send | None = field(default=None, init=False)
+    outbox: Outbox | None = field(default=None, init=False)
 
     async def _write(self, body: bytes) -> None:
         assert self._send is not None
@@ -72,16 +72,7 @@ class EventStream:
         self._send = send
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
         await self._write(frames.sse_retry(c.sse_retry_ms))
-        outbox = self.outbox = Outbox(
-            self,
-            rt.metrics,
-            rt.ticker,
-            max_batch=c.max_batch,
-            limit=c.queue_max,
-            idle=c.sse_heartbeat_s,
-            collapse=c.collapse,
-            expires_at=self.grant.expires_at,
-        )
+        outbox = self.outbox = new_outbox(rt, self, self.grant, idle=c.sse_heartbeat_s)
         outbox.pending.track(self.session, self.deltas)
         watch = rt.hub.watch(self.session, self.after, outbox)
         outbox.on_close = lambda: rt.hub.unwatch(watch)

@@ -23,8 +23,8 @@ from rowcast.broadcaster import frames
 from rowcast.broadcaster.auth import Denied, Grant, authorize, token_from
 from rowcast.broadcaster.hub import Watch
 from rowcast.broadcaster.item import Item
-from rowcast.broadcaster.lifecycle import IDLE, goodbye, send_within, serve_feed
-from rowcast.broadcaster.outbox import EXPIRED, GONE, RESYNC, SHUTDOWN, Outbox
+from rowcast.broadcaster.lifecycle import IDLE, goodbye, new_outbox, send_within, serve_feed
+from rowcast.broadcaster.outbox import EXPIRED, GONE, RESYNC, SHUTDOWN
 from rowcast.broadcaster.runtime import Runtime
 from rowcast.contract.entry import check_id
 from rowcast.contract.errors import BadRequest, InvalidEntry
@@ -89,17 +89,8 @@ class WsConnection:
         self.rt = rt
         self.ws = ws
         self.grant = grant
-        c = rt.config
         self.watches: dict[str, Watch] = {}
-        self.outbox = Outbox(
-            self,
-            rt.metrics,
-            rt.ticker,
-            max_batch=c.max_batch,
-            limit=c.queue_max,
-            collapse=c.collapse,
-            expires_at=grant.expires_at,
-        )
+        self.outbox = new_outbox(rt, self, grant)
         self.outbox.on_close = self._detach
         self._closing_sessions: list[str] = []
 

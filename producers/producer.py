@@ -28,6 +28,7 @@ from rowcast.contract.connection import TRANSIENT_OR_OS, AnyAsyncRedis, async_cl
 from rowcast.contract.entry import (
     DEFAULT_MAX_BODY,
     Entry,
+    Op,
     check_body,
     check_id,
     check_kind,
@@ -80,6 +81,101 @@ WAIT_SLICE = 1.0
 Keyed = list[tuple[str, dict[str, str | bytes]]]
 
 
+class _Write:
+    """``producer.append``, ``upsert`` and ``extend``: one signature for the
+    three ops, and its return type follows ``wait`` (the stream id, or the
+    Receipt once the row is committed)."""
+
+    def __init__(self, op: Op) -> None:
+        self.op = op
+
+    @overload
+    def __get__(self, producer: None, owner: type) -> _Write: ...
+    @overload
+    def __get__(self, producer: Producer, owner: type) -> _Bound: ...
+    @overload
+    def __get__(self, producer: SyncProducer, owner: type) -> _SyncBound: ...
+    def __get__(
+        self, producer: Producer | SyncProducer | None, owner: type
+    ) -> _Write | _Bound | _SyncBound:
+        if producer is None:
+            return self
+        if isinstance(producer, SyncProducer):
+            return _SyncBound(producer, self.op)
+        return _Bound(producer, self.op)
+
+
+@dataclass(frozen=True, slots=True)
+class _Bound:
+    producer: Producer
+    op: Op
+
+    @overload
+    async def __call__(
+        self,
+        session: str,
+        row: str,
+        kind: str,
+        body: Any,
+        *,
+        wait: Literal[False] = False,
+        timeout: float = 10.0,
+    ) -> str: ...
+    @overload
+    async def __call__(
+        self,
+        session: str,
+        row: str,
+        kind: str,
+        body: Any,
+        *,
+        wait: Literal[True],
+        timeout: float = 10.0,
+    ) -> Receipt: ...
+    async def __call__(
+        self, session: str, row: str, kind: str, body: Any,
+        *, wait: bool = False, timeout: float = 10.0,
+    ) -> str | Receipt:  # fmt: skip
+        entry = make_entry(self.op, session, row, kind, body, self.producer.max_body)
+        return await self.producer._send(entry, wait, timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class _SyncBound:
+    producer: SyncProducer
+    op: Op
+
+    @overload
+    def __call__(
+        self,
+        session: str,
+        row: str,
+        kind: str,
+        body: Any,
+        *,
+        wait: Literal[False] = False,
+        timeout: float = 10.0,
+    ) -> str: ...
+    @overload
+    def __call__(
+        self,
+        session: str,
+        row: str,
+        kind: str,
+        body: Any,
+        *,
+        wait: Literal[True],
+        timeout: float = 10.0,
+    ) -> Receipt: ...
+    def __call__(
+        self, session: str, row: str, kind: str, body: Any,
+        *, wait: bool = False, timeout: float = 10.0,
+    ) -> str | Receipt:  # fmt: skip
+        max_body = self.producer._producer.max_body
+        entry = make_entry(self.op, session, row, kind, body, max_body)
+        return self.producer._run(entry, wait, timeout)
+
+
 class Producer:
     def __init__(
         self,
@@ -111,115 +207,15 @@ class Producer:
         self._nodes.clear()
         await self.redis.aclose()
 
-    @overload
-    async def append(
-        self,
-        session: str,
-        row: str,
-        kind: str,
-        body: Any,
-        *,
-        wait: Literal[False] = False,
-        timeout: float = 10.0,
-    ) -> str: ...
-    @overload
-    async def append(
-        self,
-        session: str,
-        row: str,
-        kind: str,
-        body: Any,
-        *,
-        wait: Literal[True],
-        timeout: float = 10.0,
-    ) -> Receipt: ...
-    async def append(
-        self,
-        session: str,
-        row: str,
-        kind: str,
-        body: Any,
-        *,
-        wait: bool = False,
-        timeout: float = 10.0,
-    ) -> str | Receipt:
-        """Insert a row if it is new (a redelivery is a harmless duplicate)."""
-        entry = make_entry("append", session, row, kind, body, self.max_body)
-        return await self._send(entry, wait, timeout)
-
-    @overload
-    async def upsert(
-        self,
-        session: str,
-        row: str,
-        kind: str,
-        body: Any,
-        *,
-        wait: Literal[False] = False,
-        timeout: float = 10.0,
-    ) -> str: ...
-    @overload
-    async def upsert(
-        self,
-        session: str,
-        row: str,
-        kind: str,
-        body: Any,
-        *,
-        wait: Literal[True],
-        timeout: float = 10.0,
-    ) -> Receipt: ...
-    async def upsert(
-        self,
-        session: str,
-        row: str,
-        kind: str,
-        body: Any,
-        *,
-        wait: bool = False,
-        timeout: float = 10.0,
-    ) -> str | Receipt:
-        """Insert a row, or replace its kind and body keeping its sequence."""
-        entry = make_entry("upsert", session, row, kind, body, self.max_body)
-        return await self._send(entry, wait, timeout)
-
-    @overload
-    async def extend(
-        self,
-        session: str,
-        row: str,
-        kind: str,
-        body: Any,
-        *,
-        wait: Literal[False] = False,
-        timeout: float = 10.0,
-    ) -> str: ...
-    @overload
-    async def extend(
-        self,
-        session: str,
-        row: str,
-        kind: str,
-        body: Any,
-        *,
-        wait: Literal[True],
-        timeout: float = 10.0,
-    ) -> Receipt: ...
-    async def extend(
-        self,
-        session: str,
-        row: str,
-        kind: str,
-        body: Any,
-        *,
-        wait: bool = False,
-        timeout: float = 10.0,
-    ) -> str | Receipt:
-        """Streaming text: append ``body``'s strings to the row's, key by key
-        (``{"text": " more"}``); other values replace. A new row is inserted
-        with ``body`` as given. ``body`` must be a JSON object."""
-        entry = make_entry("extend", session, row, kind, body, self.max_body)
-        return await self._send(entry, wait, timeout)
+    append = _Write(Op.APPEND)
+    """``await append(session, row, kind, body, wait=False, timeout=10.0)``: insert
+    a row if it is new (a redelivery is a harmless duplicate)."""
+    upsert = _Write(Op.UPSERT)
+    """Insert a row, or replace its kind and body keeping its sequence."""
+    extend = _Write(Op.EXTEND)
+    """Streaming text: append ``body``'s strings to the row's, key by key
+    (``{"text": " more"}``); other values replace. A new row is inserted with
+    ``body`` as given. ``body`` must be a JSON object."""
 
     async def _send(self, entry: Entry, wait: bool, timeout: float) -> str | Receipt:
         if not wait:
@@ -425,46 +421,11 @@ class SyncProducer:
         self._runner = asyncio.Runner()
         self._producer = self._runner.run(_make(url, kwargs))
 
-    def append(
-        self,
-        session: str,
-        row: str,
-        kind: str,
-        body: Any,
-        *,
-        wait: bool = False,
-        timeout: float = 10.0,
-    ) -> str | Receipt:
-        return self._push("append", session, row, kind, body, wait, timeout)
+    append = _Write(Op.APPEND)
+    upsert = _Write(Op.UPSERT)
+    extend = _Write(Op.EXTEND)
 
-    def upsert(
-        self,
-        session: str,
-        row: str,
-        kind: str,
-        body: Any,
-        *,
-        wait: bool = False,
-        timeout: float = 10.0,
-    ) -> str | Receipt:
-        return self._push("upsert", session, row, kind, body, wait, timeout)
-
-    def extend(
-        self,
-        session: str,
-        row: str,
-        kind: str,
-        body: Any,
-        *,
-        wait: bool = False,
-        timeout: float = 10.0,
-    ) -> str | Receipt:
-        return self._push("extend", session, row, kind, body, wait, timeout)
-
-    def _push(
-        self, op: str, session: str, row: str, kind: str, body: Any, wait: bool, timeout: float
-    ) -> str | Receipt:
-        entry = make_entry(op, session, row, kind, body, self._producer.max_body)
+    def _run(self, entry: Entry, wait: bool, timeout: float) -> str | Receipt:
         return self._runner.run(self._producer._send(entry, wait, timeout))
 
     def close(self) -> None:

@@ -76,12 +76,8 @@ def duration(text: str) -> float:
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", choices=["claude-code", "codex"])
     p.add_argument("--dir", help="where the transcripts are")
-    p.add_argument(
-        "--since",
-        type=duration,
-        metavar="DURATION",
-        help="skip files last written longer ago than this (30d, 12h, 1d12h)",
-    )
+    since = "skip files last written before this long ago (30d, 12h, 1d12h)"
+    p.add_argument("--since", type=duration, metavar="DURATION", help=since)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

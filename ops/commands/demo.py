@@ -19,7 +19,7 @@ import logging
 import random
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from rowcast.contract.errors import RowcastError
@@ -194,17 +194,15 @@ def _chunks(text: str, rng: random.Random) -> list[str]:
     return out
 
 
+@dataclass(eq=False)
 class DemoSession:
-    def __init__(
-        self, producer: Producer, script: Script, run: str, rng: random.Random, speed: float
-    ) -> None:
-        self.p = producer
-        self.script = script
-        self.run = run
-        self.rng = rng
-        self.speed = speed
-        self.n = 0
-        self.turns = 0
+    p: Producer
+    script: Script
+    run: str
+    rng: random.Random
+    speed: float
+    n: int = field(default=0, init=False)
+    turns: int = field(default=0, init=False)
 
     def _row(self, what: str) -> str:
         self.n += 1

@@ -10,6 +10,7 @@ import secrets
 import signal
 import socket
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import cast
 
 from redis.asyncio import Redis
@@ -26,22 +27,15 @@ def holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
+_SHARED = [f.name for f in fields(WriterConfig) if f.name not in ("shard", "holder")]
+"""WriterConfig's fields that Settings has under the same names (keys, database_url,
+batch_max, linger_ms, lease_ms, ...): the settings are their one source."""
+
+
 def writer_configs(settings: Settings, shards: Sequence[int], holder: str) -> list[WriterConfig]:
-    _, db = settings.need_servers()
+    settings.need_servers()  # both URLs, or a clear error
     return [
-        WriterConfig(
-            keys=settings.keys,
-            shard=n,
-            database_url=db,
-            holder=holder,
-            batch_max=settings.batch_max,
-            batch_bytes=settings.batch_bytes,
-            linger_ms=settings.linger_ms,
-            lease_ms=settings.lease_ms,
-            rows_maxlen=settings.rows_maxlen,
-            receipt_ttl_ms=settings.receipt_ttl_ms,
-            max_body=settings.max_body,
-        )
+        WriterConfig(shard=n, holder=holder, **{name: getattr(settings, name) for name in _SHARED})
         for n in shards
     ]
 

@@ -4,6 +4,7 @@ bodies readable, acceptable to jsonb, and well under the entry size limit."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,27 +42,35 @@ def clip(text: str, limit: int) -> tuple[str, bool]:
     return text[:limit] + f"\n… [{len(text) - limit} more characters]", True
 
 
-def clip_json(value: Any, limit: int = INPUT_STRING_LIMIT) -> tuple[Any, bool]:
-    """A JSON value with every string clipped; whether anything was cut."""
+def map_strings(
+    value: Any, fn: Callable[[str], tuple[str, bool]], keys: bool = False
+) -> tuple[Any, bool]:
+    """A JSON value with ``fn`` applied to every string (and to every key, with
+    ``keys``); whether ``fn`` changed anything."""
     if isinstance(value, str):
-        return clip(value, limit)
+        return fn(value)
+    changed = False
     if isinstance(value, list):
-        cut = False
         out = []
         for v in value:
-            c, t = clip_json(v, limit)
+            c, t = map_strings(v, fn, keys)
             out.append(c)
-            cut |= t
-        return out, cut
+            changed |= t
+        return out, changed
     if isinstance(value, dict):
-        cut = False
         res: dict[str, Any] = {}
         for k, v in value.items():
-            c, t = clip_json(v, limit)
-            res[str(k)] = c
-            cut |= t
-        return res, cut
+            ck, tk = fn(str(k)) if keys else (str(k), False)
+            cv, tv = map_strings(v, fn, keys)
+            res[ck] = cv
+            changed |= tk or tv
+        return res, changed
     return value, False
+
+
+def clip_json(value: Any, limit: int = INPUT_STRING_LIMIT) -> tuple[Any, bool]:
+    """A JSON value with every string clipped; whether anything was cut."""
+    return map_strings(value, lambda s: clip(s, limit))
 
 
 def strip_ansi(text: str) -> str:
@@ -69,29 +78,10 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text) if "\x1b" in text else text
 
 
-def _clean(value: Any) -> tuple[Any, bool]:
-    if isinstance(value, str):
-        if "\x00" not in value and not _SURROGATE.search(value):
-            return value, False
-        return _SURROGATE.sub("\ufffd", value.replace("\x00", "")), True
-    if isinstance(value, list):
-        changed = False
-        out = []
-        for v in value:
-            c, t = _clean(v)
-            out.append(c)
-            changed |= t
-        return out, changed
-    if isinstance(value, dict):
-        changed = False
-        res: dict[str, Any] = {}
-        for k, v in value.items():
-            ck, tk = _clean(str(k))
-            cv, tv = _clean(v)
-            res[ck] = cv
-            changed |= tk or tv
-        return res, changed
-    return value, False
+def _clean_text(value: str) -> tuple[str, bool]:
+    if "\x00" not in value and not _SURROGATE.search(value):
+        return value, False
+    return _SURROGATE.sub("\ufffd", value.replace("\x00", "")), True
 
 
 def sanitize(body: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +93,7 @@ def sanitize(body: dict[str, Any]) -> dict[str, Any]:
             return body
     except TypeError:
         pass
-    cleaned, changed = _clean(body)
+    cleaned, changed = map_strings(body, _clean_text, keys=True)
     if not changed:
         return body
     cleaned["sanitized"] = SANITIZED_NOTE

@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -86,36 +86,26 @@ def state_path(data_dir: str | Path, source: str, root: Path) -> Path:
     return Path(data_dir) / "connectors" / f"{source}-{digest}.json"
 
 
+@dataclass(eq=False)
 class Tailer:
-    def __init__(
-        self,
-        source: Source,
-        root: Path,
-        state_file: Path,
-        producer: Producer,
-        *,
-        poll: float = 0.5,
-        chunk: int = 1 << 20,
-        max_line: int = 64 << 20,
-        since: float | None = None,
-    ) -> None:
-        self.source = source
-        self.root = root
-        self.state_file = state_file
-        self.producer = producer
-        self.poll = poll
-        self.chunk = chunk
-        self.max_line = max_line
-        self.since = since
-        """A time (epoch seconds): files last written before it are not read, unless
-        they were being followed already."""
-        self.files: dict[str, FileState] = {}
-        self.mappers: dict[str, Mapper] = {}
-        self.stats = Stats()
-        self._sessions: dict[str, str | None] = {}
-        self._waiting_logged = False
-        self._dirty = False
-        self._saved_at = 0.0
+    source: Source
+    root: Path
+    state_file: Path
+    producer: Producer
+    _: KW_ONLY
+    poll: float = 0.5
+    chunk: int = 1 << 20
+    max_line: int = 64 << 20
+    since: float | None = None
+    """A time (epoch seconds): files last written before it are not read, unless
+    they were being followed already."""
+    files: dict[str, FileState] = field(default_factory=dict, init=False)
+    mappers: dict[str, Mapper] = field(default_factory=dict, init=False)
+    stats: Stats = field(default_factory=lambda: Stats(), init=False)
+    _sessions: dict[str, str | None] = field(default_factory=dict, init=False)
+    _waiting_logged: bool = field(default=False, init=False)
+    _dirty: bool = field(default=False, init=False)
+    _saved_at: float = field(default=0.0, init=False)
 
     # --- state file -----------------------------------------------------------
 
