@@ -127,8 +127,10 @@ async def test_stalled_clients_are_told_to_resync_and_closed(redis_url, db_url, 
 
 async def test_a_websocket_without_subscriptions_is_closed_when_idle(redis_url, db_url, prefix):
     async with broadcaster(redis_url, db_url, prefix, ws_idle_s=0.5) as b:
+        # Before the handshake: the server's idle clock starts after it, so the
+        # close can never come sooner than 0.5 s after this.
+        t0 = time.monotonic()
         async with websockets.connect(b.ws_url) as ws:
-            t0 = time.monotonic()
             async with asyncio.timeout(30):
                 try:
                     await ws.recv()
