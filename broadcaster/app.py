@@ -195,7 +195,7 @@ def _deltas_param(value: str | None) -> bool:
     raise BadRequest("deltas must be 1 or 0")
 
 
-def _page(request: Request, token: str | None) -> bytes:
+def _page(token: str | None) -> bytes:
     html = (STATIC / "index.html").read_bytes()
     if token:
         # Assets sit behind the same token as every route: hand it to them.
@@ -209,7 +209,7 @@ async def index(request: Request) -> Response:
     _grant(request)
     token = token_from(request.headers, request.query_params) if _rt(request).secret else None
     return Response(
-        _page(request, token),
+        _page(token),
         media_type="text/html; charset=utf-8",
         headers=UI_HEADERS,
     )

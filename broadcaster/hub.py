@@ -18,7 +18,7 @@ from rowcast.broadcaster.feed import Feed, Shards
 from rowcast.broadcaster.item import Item, from_message_change
 from rowcast.broadcaster.metrics import Metrics
 from rowcast.broadcaster.outbox import Outbox
-from rowcast.broadcaster.store import Store
+from rowcast.broadcaster.reader import Reader
 from rowcast.broadcaster.subscription import Step, Subscription
 from rowcast.contract.backoff import Backoff
 from rowcast.contract.errors import Unavailable
@@ -112,7 +112,7 @@ class Watch:
 class Hub:
     redis_url: str
     keys: Keys
-    store: Store
+    store: Reader
     metrics: Metrics
     _: KW_ONLY
     page: int = 1000

@@ -16,7 +16,7 @@ from rowcast.broadcaster.heartbeat import Heartbeat
 from rowcast.broadcaster.hub import Hub
 from rowcast.broadcaster.metrics import Metrics
 from rowcast.broadcaster.outbox import SHUTDOWN, Outbox, Ticker
-from rowcast.broadcaster.store import Store
+from rowcast.broadcaster.reader import Reader
 from rowcast.contract.connection import async_client
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ class Runtime:
         self.config = config
         self.instance = config.instance or default_instance()
         self.metrics = Metrics()
-        self.store = Store.create(config.database_url, max_size=config.pool_max)
+        self.store = Reader.create(config.database_url, max_size=config.pool_max)
         self.metrics.watch_pool(self.store.pool.get_stats)
         # A cluster client answers the same commands (typed as the plain one).
         self.redis = cast(

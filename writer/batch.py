@@ -239,7 +239,10 @@ class Result:
 
 
 @dataclass(slots=True)
-class Receipt:
+class Reply:
+    """A receipt the writer pushes to ``P:{N}:reply:TOKEN`` (the producer reads
+    it as a ``rowcast.producers.Receipt``)."""
+
     token: str
     payload: dict[str, Any]
 
@@ -247,13 +250,13 @@ class Receipt:
         return orjson.dumps(self.payload)
 
 
-def outcome(p: Plan, results: Sequence[Result]) -> tuple[list[Change], list[Receipt]]:
+def outcome(p: Plan, results: Sequence[Result]) -> tuple[list[Change], list[Reply]]:
     """Changes in first-seen order (so each session's change numbers ascend)
     and one receipt per entry that asked for one."""
     if len(results) != len(p.merged):
         raise ValueError(f"{len(results)} results for {len(p.merged)} merged rows")
     changes: list[Change] = []
-    receipts: list[Receipt] = []
+    receipts: list[Reply] = []
     for m, r in zip(p.merged, results, strict=True):
         ack = any(v.entry.reply is not None for v in m.members)
         if r.change is not None:
@@ -273,9 +276,9 @@ def _change(m: Merged, r: Result, ack: bool) -> Change:
     )
 
 
-def _receipts(m: Merged, r: Result) -> list[Receipt]:
+def _receipts(m: Merged, r: Result) -> list[Reply]:
     """Each entry's receipt: the row's revision and change right after it."""
-    out: list[Receipt] = []
+    out: list[Reply] = []
     applied = r.change is not None
     revision = r.old_revision  # None: the row did not exist before this batch
     change = r.old_change
@@ -292,7 +295,7 @@ def _receipts(m: Merged, r: Result) -> list[Receipt]:
             revision, change, duplicate = revision + 1, r.change, False
         if e.reply is not None:
             payload = ok_receipt(m.session, m.row, r.sequence, revision or 0, change, duplicate)
-            out.append(Receipt(e.reply, payload))
+            out.append(Reply(e.reply, payload))
     return out
 
 
@@ -300,7 +303,7 @@ def recovery(
     valid: Sequence[Valid],
     rejects: Mapping[bytes, str],
     rows: Mapping[tuple[str, str], tuple[Change, StreamId]],
-) -> tuple[list[Change], list[Receipt], list[Dead]]:
+) -> tuple[list[Change], list[Reply], list[Dead]]:
     """What to tell the world again about entries a crashed leader committed
     but may not have announced: ``rejects`` are PostgreSQL's recorded
     refusals among them (entry id -> reason), ``rows`` the current state of
@@ -323,7 +326,7 @@ def recovery(
         if got is not None and got[1] in wrote:
             changes.append(replace(got[0], ack=key in asked))
     changes.sort(key=lambda c: (c.session, c.change))
-    receipts: list[Receipt] = []
+    receipts: list[Reply] = []
     for v in keep:
         got = rows.get((v.entry.session, v.entry.row))
         if got is None:
@@ -340,7 +343,7 @@ def recovery(
             receipt = ok_receipt(
                 c.session, c.row, c.sequence, c.revision, c.change, got[1] not in wrote
             )
-            receipts.append(Receipt(v.entry.reply, receipt))
+            receipts.append(Reply(v.entry.reply, receipt))
     return changes, receipts, dead
 
 

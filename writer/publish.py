@@ -16,7 +16,7 @@ from rowcast.contract.change import Change, batch_message
 from rowcast.contract.connection import AnyAsyncRedis, is_cluster
 from rowcast.contract.errors import LeaseLost
 from rowcast.contract.keys import GROUP, Keys
-from rowcast.writer.batch import Dead, Receipt, error_receipt
+from rowcast.writer.batch import Dead, Reply, error_receipt
 
 # KEYS: rows stream, dead stream, entries stream, lease, then one reply list
 # per receipt (all of shard N: hash tag {N}, one cluster slot). ARGV: maxlen,
@@ -90,7 +90,7 @@ class Outcome:
 
     ids: list[bytes] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
-    receipts: list[Receipt] = field(default_factory=list)
+    receipts: list[Reply] = field(default_factory=list)
     dead: list[Dead] = field(default_factory=list)
 
 
@@ -120,7 +120,7 @@ class Publisher:
         """KEYS and ARGV of the publish script (pure, for tests)."""
         k, n = self.keys, self.shard
         receipts = list(out.receipts)
-        receipts += [Receipt(d.reply, error_receipt(d.error)) for d in out.dead if d.reply]
+        receipts += [Reply(d.reply, error_receipt(d.error)) for d in out.dead if d.reply]
         keys = [k.rows(n), k.dead(n), k.entries(n), k.lease(n)]
         keys += [k.reply(n, r.token) for r in receipts]
         message = batch_message(n, out.changes) if out.changes else b""

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Step:
+class ToolCall:
     """One tool call of a turn."""
 
     name: str
@@ -42,7 +42,7 @@ class Step:
 class Turn:
     prompt: str
     thinking: str
-    steps: Sequence[Step]
+    steps: Sequence[ToolCall]
     answer: str
 
 
@@ -62,14 +62,14 @@ SCRIPTS: tuple[Script, ...] = (
                 "A test that fails sometimes usually depends on timing. Read the test first,"
                 " then run it in a loop to reproduce.",
                 (
-                    Step(
+                    ToolCall(
                         "Read",
                         {"file_path": "tests/test_client.py", "offset": 120, "limit": 40},
                         "121  async def test_reconnect(server):\n122      client = await"
                         " connect(server.url)\n123      await server.restart()\n124      await"
                         " asyncio.sleep(0.1)\n125      assert client.connected",
                     ),
-                    Step(
+                    ToolCall(
                         "Bash",
                         {"command": "for i in $(seq 20); do pytest -qk reconnect || break; done"},
                         "....F\nFAILED tests/test_client.py::test_reconnect - assert False\n"
@@ -86,7 +86,7 @@ SCRIPTS: tuple[Script, ...] = (
                 "Yes, do that, and make sure it can't hang forever.",
                 "Use asyncio.wait_for around the event so a real failure still ends the test.",
                 (
-                    Step(
+                    ToolCall(
                         "Edit",
                         {
                             "file_path": "tests/test_client.py",
@@ -96,7 +96,7 @@ SCRIPTS: tuple[Script, ...] = (
                         },
                         "The file tests/test_client.py has been updated.",
                     ),
-                    Step(
+                    ToolCall(
                         "Bash",
                         {"command": "for i in $(seq 50); do pytest -qk reconnect || break; done"},
                         "1 passed in 0.41s\n" * 3 + "...\n1 passed in 0.39s",
@@ -115,19 +115,19 @@ SCRIPTS: tuple[Script, ...] = (
                 "Look at the handler and the query; keyset pagination on (created_at, id) keeps"
                 " pages stable while rows are inserted.",
                 (
-                    Step(
+                    ToolCall(
                         "Grep",
                         {"pattern": "def list_orders", "path": "app/"},
                         "app/api/orders.py:42:async def list_orders(request):",
                     ),
-                    Step(
+                    ToolCall(
                         "Read",
                         {"file_path": "app/api/orders.py"},
                         "42  async def list_orders(request):\n43      rows = await db.fetch("
                         "'SELECT * FROM orders ORDER BY created_at DESC')\n44      return"
                         " JSONResponse([dict(r) for r in rows])",
                     ),
-                    Step(
+                    ToolCall(
                         "Edit",
                         {
                             "file_path": "app/api/orders.py",
@@ -137,7 +137,7 @@ SCRIPTS: tuple[Script, ...] = (
                         },
                         "The file app/api/orders.py has been updated.",
                     ),
-                    Step(
+                    ToolCall(
                         "Bash",
                         {"command": "pytest -q tests/api/test_orders.py"},
                         "........\n8 passed in 1.88s",
@@ -156,14 +156,14 @@ SCRIPTS: tuple[Script, ...] = (
                 "Draft release notes for v2.4 from the merged PRs since v2.3.",
                 "List the merge commits between the tags, group them by label.",
                 (
-                    Step(
+                    ToolCall(
                         "Bash",
                         {"command": "git log --merges --oneline v2.3..HEAD"},
                         "a1f3c2e Merge #412: retry uploads on 503\n"
                         "9bd0e41 Merge #409: dark mode for the settings page\n"
                         "77c1a90 Merge #405: drop Python 3.9",
                     ),
-                    Step(
+                    ToolCall(
                         "WebFetch",
                         {"url": "https://example.invalid/pulls/412"},
                         "error: network access is disabled",
@@ -221,7 +221,7 @@ class DemoSession:
             await self._tool(step)
         await self._stream(turn.answer)
 
-    async def _tool(self, step: Step) -> None:
+    async def _tool(self, step: ToolCall) -> None:
         s, row = self.script.session, self._row("tool")
         body: dict[str, object] = {"name": step.name, "input": step.input, "status": "pending"}
         await self.p.upsert(s, row, "tool", body)

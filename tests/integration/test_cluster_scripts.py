@@ -17,7 +17,7 @@ from redis.crc import key_slot
 from rowcast.contract.change import Change
 from rowcast.contract.connection import async_client
 from rowcast.contract.keys import GROUP, Keys
-from rowcast.writer.batch import Dead, Receipt, ok_receipt
+from rowcast.writer.batch import Dead, Reply, ok_receipt
 from rowcast.writer.lease import Lease
 from rowcast.writer.publish import Outcome, Publisher
 from rowcast.writer.writer import _RAISE_FENCE
@@ -36,7 +36,7 @@ def slot(key: str | bytes) -> int:
 def outcome(shard: int, ids: list[bytes]) -> Outcome:
     changes = [Change(f"s{shard}", "a", 0, 0, 1, "user", b'{"t": 1}', True)]
     dead = [Dead(ids[1], {b"op": b"bogus"}, "unknown op", f"tok-dead-{shard}")]
-    receipts = [Receipt(f"tok-{shard}", ok_receipt(f"s{shard}", "a", 0, 0, 1, False))]
+    receipts = [Reply(f"tok-{shard}", ok_receipt(f"s{shard}", "a", 0, 0, 1, False))]
     return Outcome(ids=ids, changes=changes, dead=dead, receipts=receipts)
 
 

@@ -8,7 +8,7 @@ import orjson
 
 from rowcast.contract.change import Change, from_stream_fields
 from rowcast.contract.keys import GROUP, Keys
-from rowcast.writer.batch import Dead, Receipt, ok_receipt
+from rowcast.writer.batch import Dead, Reply, ok_receipt
 from rowcast.writer.publish import Outcome, Publisher
 
 
@@ -31,7 +31,7 @@ async def test_one_script_carries_rows_message_receipts_dead_letters_and_acks() 
         ids=ids,
         changes=changes,
         dead=[dead],
-        receipts=[Receipt("tok-a", ok_receipt("s", "a", 0, 0, 1, False))],
+        receipts=[Reply("tok-a", ok_receipt("s", "a", 0, 0, 1, False))],
     )
     await Publisher(r, keys, 0, rows_maxlen=100, receipt_ttl_ms=60_000).publish(out)
 

@@ -91,7 +91,7 @@ def _unavailable(e: Exception) -> Unavailable:
     return Unavailable(f"PostgreSQL: {one_line(e)}")
 
 
-class Store:
+class Reader:
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         self.pool = pool
         # Queries queue here, where a caller that leaves (a hang-up) simply
@@ -100,7 +100,7 @@ class Store:
         self._slots = asyncio.Semaphore(pool.max_size)
 
     @classmethod
-    def create(cls, url: str, max_size: int = 8, timeout: float = 10.0) -> Store:
+    def create(cls, url: str, max_size: int = 8, timeout: float = 10.0) -> Reader:
         """A store whose pool opens with ``open()`` (it connects in the background,
         so the broadcaster starts even while PostgreSQL is away)."""
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
