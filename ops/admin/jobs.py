@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -120,45 +121,78 @@ def trim_target(safe: StreamId | None, cuts: Sequence[StreamId | None]) -> Strea
     return min(max(wanted), safe)
 
 
+class WriterState(StrEnum):
+    """What the health job makes of a shard's writer."""
+
+    OK = "ok"
+    ABSENT = "absent"
+    """Nobody holds the lease."""
+    STUCK = "stuck"
+    """A backlog older than ROWCAST_WRITER_STUCK_MS while the applied offset
+    has not moved for as long."""
+
+
 def writer_state(
     holder: str | None,
     backlog: int,
     oldest_waiting_ms: int | None,
     offset_idle_ms: int | None,
     stuck_ms: int,
-) -> str:
-    """``absent`` (nobody holds the lease), ``stuck`` (a backlog older than
-    ``stuck_ms`` while the applied offset has not moved for as long) or ``ok``."""
+) -> WriterState:
     if holder is None:
-        return "absent"
+        return WriterState.ABSENT
     old = backlog > 0 and (oldest_waiting_ms or 0) > stuck_ms
     if old and (offset_idle_ms is None or offset_idle_ms > stuck_ms):
-        return "stuck"
-    return "ok"
+        return WriterState.STUCK
+    return WriterState.OK
 
 
-def health_problems(shard: Mapping[str, Any], stale_ms: int) -> list[str]:
-    """The warnings of one shard of the health job."""
-    n, waiting = shard["shard"], shard["pending"] + (shard["lag"] or 0)
-    out = []
-    if shard["writer"] == "absent":
-        alive = shard.get("writers_alive")
-        why = f" although {alive} writers are alive (see their logs)" if alive else ""
-        out.append(f"shard {n}: no writer holds the lease ({waiting} entries waiting){why}")
-    elif shard["writer"] == "stuck":
-        out.append(
-            f"shard {n}: writer {shard['lease']['holder']} is stuck: {waiting} entries waiting,"
-            f" the oldest for {shard['oldest_waiting_ms']} ms,"
-            f" no progress for {shard['offset_idle_ms']} ms"
-        )
-    stale = shard["stale_pending"]
-    if stale:
-        more = "+" if len(stale) >= 10 else ""
-        out.append(
-            f"shard {n}: {len(stale)}{more} pending entries idle over {stale_ms} ms"
-            f" (first {stale[0]})"
-        )
-    return out
+@dataclass(frozen=True, slots=True)
+class ShardHealth:
+    """What the health job found on one shard (its JSON adds these fields to
+    the shard's ``status`` report)."""
+
+    shard: int
+    waiting: int
+    """Entries pending or not yet delivered."""
+    holder: str | None
+    writer: WriterState
+    oldest_waiting_ms: int | None
+    offset_idle_ms: int | None
+    stale_pending: list[str]
+    writers_alive: int = 0
+
+    def problems(self, stale_ms: int) -> list[str]:
+        n, out = self.shard, []
+        if self.writer is WriterState.ABSENT:
+            alive = self.writers_alive
+            why = f" although {alive} writers are alive (see their logs)" if alive else ""
+            out.append(
+                f"shard {n}: no writer holds the lease ({self.waiting} entries waiting){why}"
+            )
+        elif self.writer is WriterState.STUCK:
+            out.append(
+                f"shard {n}: writer {self.holder} is stuck: {self.waiting} entries waiting,"
+                f" the oldest for {self.oldest_waiting_ms} ms,"
+                f" no progress for {self.offset_idle_ms} ms"
+            )
+        if self.stale_pending:
+            more = "+" if len(self.stale_pending) >= 10 else ""
+            out.append(
+                f"shard {n}: {len(self.stale_pending)}{more} pending entries idle over {stale_ms}"
+                f" ms (first {self.stale_pending[0]})"
+            )
+        return out
+
+    def fields(self) -> dict[str, Any]:
+        """The fields the health job adds to the shard's report."""
+        return {
+            "writer": str(self.writer),
+            "oldest_waiting_ms": self.oldest_waiting_ms,
+            "offset_idle_ms": self.offset_idle_ms,
+            "stale_pending": self.stale_pending,
+            "writers_alive": self.writers_alive,
+        }
 
 
 def summary(result: Mapping[str, Any]) -> str:
@@ -332,19 +366,21 @@ def health(r: redis.Redis, settings: Settings, config: JobConfig, lock: JobLock)
         if shard["pending"]:
             found: Any = r.xpending_range(key, GROUP, "-", "+", 10, idle=config.pending_stale_ms)
             stale = [text(f["message_id"]) or "" for f in found]
-        shard["oldest_waiting_ms"] = None if oldest is None else max(0, raw.now_ms - oldest[0])
-        shard["offset_idle_ms"] = None if offset is None else offset[2]
-        shard["stale_pending"] = stale
-        shard["writers_alive"] = alive
-        shard["writer"] = writer_state(
-            shard["lease"]["holder"],
-            waiting,
-            shard["oldest_waiting_ms"],
-            shard["offset_idle_ms"],
-            config.writer_stuck_ms,
+        oldest_ms = None if oldest is None else max(0, raw.now_ms - oldest[0])
+        idle_ms = None if offset is None else offset[2]
+        holder = shard["lease"]["holder"]
+        found_health = ShardHealth(
+            shard=n,
+            waiting=waiting,
+            holder=holder,
+            writer=writer_state(holder, waiting, oldest_ms, idle_ms, config.writer_stuck_ms),
+            oldest_waiting_ms=oldest_ms,
+            offset_idle_ms=idle_ms,
+            stale_pending=stale,
+            writers_alive=alive,
         )
-        shards.append(shard)
-        problems += health_problems(shard, config.pending_stale_ms)
+        shards.append({**shard, **found_health.fields()})
+        problems += found_health.problems(config.pending_stale_ms)
     for p in problems:
         log.warning("health: %s", p)
     return {"job": "health", "ok": not problems, "problems": problems, "shards": shards}

@@ -8,7 +8,7 @@ import asyncio
 import fakeredis
 
 from rowcast.contract.keys import Keys
-from rowcast.ops.admin.jobs import health_problems
+from rowcast.ops.admin.jobs import ShardHealth, WriterState
 from rowcast.ops.admin.status import format_status, unheld, writers_report
 from rowcast.writer.fleet import Fleet
 from rowcast.writer.lease import Lease
@@ -122,15 +122,8 @@ def test_status_names_the_writers_and_the_shard_nobody_leads() -> None:
 
 
 def test_health_says_when_writers_are_alive_but_a_shard_is_unserved() -> None:
-    shard = {
-        "shard": 3,
-        "pending": 0,
-        "lag": 4,
-        "writer": "absent",
-        "stale_pending": [],
-        "writers_alive": 2,
-    }
-    assert health_problems(shard, 100) == [
+    shard = ShardHealth(3, 4, None, WriterState.ABSENT, None, None, [], writers_alive=2)
+    assert shard.problems(100) == [
         "shard 3: no writer holds the lease (4 entries waiting)"
         " although 2 writers are alive (see their logs)"
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import fakeredis
 import pytest
@@ -14,9 +15,10 @@ from rowcast.ops import cli
 from rowcast.ops.admin.jobs import (
     QUEUE,
     JobConfig,
+    ShardHealth,
+    WriterState,
     _names,
     age_cut,
-    health_problems,
     next_id,
     options,
     safe_minid,
@@ -63,23 +65,14 @@ def test_writer_state() -> None:
 
 
 def test_health_problems() -> None:
-    shard = {
-        "shard": 1,
-        "pending": 2,
-        "lag": 3,
-        "writer": "ok",
-        "stale_pending": [],
-        "lease": {"holder": "h"},
-        "oldest_waiting_ms": 9000,
-        "offset_idle_ms": 8000,
-    }
-    assert health_problems(shard, 100) == []
-    assert health_problems({**shard, "writer": "absent"}, 100) == [
+    shard = ShardHealth(1, 5, "h", WriterState.OK, 9000, 8000, [])
+    assert shard.problems(100) == []
+    assert replace(shard, writer=WriterState.ABSENT).problems(100) == [
         "shard 1: no writer holds the lease (5 entries waiting)"
     ]
-    (stuck,) = health_problems({**shard, "writer": "stuck"}, 100)
+    (stuck,) = replace(shard, writer=WriterState.STUCK).problems(100)
     assert "writer h is stuck: 5 entries waiting, the oldest for 9000 ms" in stuck
-    (stale,) = health_problems({**shard, "stale_pending": ["1-0"] * 10}, 100)
+    (stale,) = replace(shard, stale_pending=["1-0"] * 10).problems(100)
     assert stale == "shard 1: 10+ pending entries idle over 100 ms (first 1-0)"
 
 
