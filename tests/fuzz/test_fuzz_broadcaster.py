@@ -110,7 +110,7 @@ def check_answer(r: httpx.Response) -> None:
         assert isinstance(body["error"], str) and body["error"]
 
 
-@fuzz_settings(300)
+@fuzz_settings(250)
 @given(
     route=routes,
     session=ids,
@@ -163,7 +163,7 @@ ws_messages = st.one_of(
 SENTINEL = json.dumps({"type": "unsubscribe", "session": "zz-sentinel"})
 
 
-@fuzz_settings(100)
+@fuzz_settings(80)
 @given(st.lists(ws_messages, min_size=1, max_size=5))
 def test_websocket_messages(live, messages):
     with connect(f"{live.ws_url}?token={TOKEN}", open_timeout=20, close_timeout=5) as ws:

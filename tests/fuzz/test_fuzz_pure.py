@@ -54,7 +54,7 @@ headers = st.one_of(
 )
 
 
-@fuzz_settings(400)
+@fuzz_settings(300)
 @example(  # found by this test: an integer beyond a float crashed the exp check
     '{"alg": "HS256", "typ": "JWT"}', {"exp": "1" + "0" * 400, "sessions": '["*"]'}, True, None
 )
@@ -114,7 +114,7 @@ ws_messages = st.one_of(
 )
 
 
-@fuzz_settings(400)
+@fuzz_settings(300)
 @given(ws_messages)
 def test_websocket_messages(text):
     try:
@@ -153,7 +153,7 @@ produce_lines = st.one_of(
 )
 
 
-@fuzz_settings(500)
+@fuzz_settings(400)
 @given(produce_lines)
 def test_produce_lines(line):
     try:
