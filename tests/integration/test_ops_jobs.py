@@ -13,7 +13,8 @@ import redis
 from rq import Queue, SimpleWorker
 
 from rowcast.contract.keys import CONSUMER, GROUP, Keys
-from rowcast.ops.admin.jobs import QUEUE, JobConfig, enqueue, execute
+from rowcast.ops.admin.jobs import QUEUE, enqueue, execute
+from rowcast.ops.admin.maintenance import JobConfig
 from rowcast.producers import Producer, make_entry
 from tests.integration.test_ops_support import (
     apply_rows,

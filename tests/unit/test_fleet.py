@@ -8,7 +8,7 @@ import asyncio
 import fakeredis
 
 from rowcast.contract.keys import Keys
-from rowcast.ops.admin.jobs import ShardHealth, WriterState
+from rowcast.ops.admin.health import ShardHealth, WriterState
 from rowcast.ops.admin.status import format_status, unheld, writers_report
 from rowcast.writer.fleet import Fleet
 from rowcast.writer.lease import Lease

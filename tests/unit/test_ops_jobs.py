@@ -12,21 +12,9 @@ from rq import Queue
 from rowcast.contract.errors import ConfigError
 from rowcast.contract.streamid import MAX_PART
 from rowcast.ops import cli
-from rowcast.ops.admin.jobs import (
-    QUEUE,
-    JobConfig,
-    ShardHealth,
-    WriterState,
-    _names,
-    age_cut,
-    next_id,
-    options,
-    safe_minid,
-    schedule,
-    summary,
-    trim_target,
-    writer_state,
-)
+from rowcast.ops.admin.health import ShardHealth, WriterState, writer_state
+from rowcast.ops.admin.jobs import QUEUE, _names, options, schedule, summary
+from rowcast.ops.admin.maintenance import JobConfig, age_cut, next_id, safe_minid, trim_target
 from rowcast.ops.settings import Settings
 
 
