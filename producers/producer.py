@@ -17,7 +17,7 @@ import contextlib
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, overload
+from typing import Any
 
 import orjson
 from redis import exceptions as rexc
@@ -37,6 +37,7 @@ from rowcast.contract.entry import (
 )
 from rowcast.contract.errors import NotQueued, ReceiptTimeout, Rejected, Unavailable
 from rowcast.contract.keys import Keys, shard_of
+from rowcast.producers.write import AsyncWrite, SyncWrite, Write
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,101 +82,6 @@ WAIT_SLICE = 1.0
 Keyed = list[tuple[str, dict[str, str | bytes]]]
 
 
-class _Write:
-    """``producer.append``, ``upsert`` and ``extend``: one signature for the
-    three ops, and its return type follows ``wait`` (the stream id, or the
-    Receipt once the row is committed)."""
-
-    def __init__(self, op: Op) -> None:
-        self.op = op
-
-    @overload
-    def __get__(self, producer: None, owner: type) -> _Write: ...
-    @overload
-    def __get__(self, producer: Producer, owner: type) -> _Bound: ...
-    @overload
-    def __get__(self, producer: SyncProducer, owner: type) -> _SyncBound: ...
-    def __get__(
-        self, producer: Producer | SyncProducer | None, owner: type
-    ) -> _Write | _Bound | _SyncBound:
-        if producer is None:
-            return self
-        if isinstance(producer, SyncProducer):
-            return _SyncBound(producer, self.op)
-        return _Bound(producer, self.op)
-
-
-@dataclass(frozen=True, slots=True)
-class _Bound:
-    producer: Producer
-    op: Op
-
-    @overload
-    async def __call__(
-        self,
-        session: str,
-        row: str,
-        kind: str,
-        body: Any,
-        *,
-        wait: Literal[False] = False,
-        timeout: float = 10.0,
-    ) -> str: ...
-    @overload
-    async def __call__(
-        self,
-        session: str,
-        row: str,
-        kind: str,
-        body: Any,
-        *,
-        wait: Literal[True],
-        timeout: float = 10.0,
-    ) -> Receipt: ...
-    async def __call__(
-        self, session: str, row: str, kind: str, body: Any,
-        *, wait: bool = False, timeout: float = 10.0,
-    ) -> str | Receipt:  # fmt: skip
-        entry = make_entry(self.op, session, row, kind, body, self.producer.max_body)
-        return await self.producer._send(entry, wait, timeout)
-
-
-@dataclass(frozen=True, slots=True)
-class _SyncBound:
-    producer: SyncProducer
-    op: Op
-
-    @overload
-    def __call__(
-        self,
-        session: str,
-        row: str,
-        kind: str,
-        body: Any,
-        *,
-        wait: Literal[False] = False,
-        timeout: float = 10.0,
-    ) -> str: ...
-    @overload
-    def __call__(
-        self,
-        session: str,
-        row: str,
-        kind: str,
-        body: Any,
-        *,
-        wait: Literal[True],
-        timeout: float = 10.0,
-    ) -> Receipt: ...
-    def __call__(
-        self, session: str, row: str, kind: str, body: Any,
-        *, wait: bool = False, timeout: float = 10.0,
-    ) -> str | Receipt:  # fmt: skip
-        max_body = self.producer._producer.max_body
-        entry = make_entry(self.op, session, row, kind, body, max_body)
-        return self.producer._run(entry, wait, timeout)
-
-
 class Producer:
     def __init__(
         self,
@@ -207,15 +113,24 @@ class Producer:
         self._nodes.clear()
         await self.redis.aclose()
 
-    append = _Write(Op.APPEND)
+    append = Write(Op.APPEND)
     """``await append(session, row, kind, body, wait=False, timeout=10.0)``: insert
     a row if it is new (a redelivery is a harmless duplicate)."""
-    upsert = _Write(Op.UPSERT)
+    upsert = Write(Op.UPSERT)
     """Insert a row, or replace its kind and body keeping its sequence."""
-    extend = _Write(Op.EXTEND)
+    extend = Write(Op.EXTEND)
     """Streaming text: append ``body``'s strings to the row's, key by key
     (``{"text": " more"}``); other values replace. A new row is inserted with
     ``body`` as given. ``body`` must be a JSON object."""
+
+    def bind(self, op: Op) -> AsyncWrite:
+        return AsyncWrite(self, op)
+
+    async def write(
+        self, op: Op, session: str, row: str, kind: str, body: Any, wait: bool, timeout: float
+    ) -> str | Receipt:
+        entry = make_entry(op, session, row, kind, body, self.max_body)
+        return await self._send(entry, wait, timeout)
 
     async def _send(self, entry: Entry, wait: bool, timeout: float) -> str | Receipt:
         if not wait:
@@ -421,12 +336,17 @@ class SyncProducer:
         self._runner = asyncio.Runner()
         self._producer = self._runner.run(_make(url, kwargs))
 
-    append = _Write(Op.APPEND)
-    upsert = _Write(Op.UPSERT)
-    extend = _Write(Op.EXTEND)
+    append = Write(Op.APPEND)
+    upsert = Write(Op.UPSERT)
+    extend = Write(Op.EXTEND)
 
-    def _run(self, entry: Entry, wait: bool, timeout: float) -> str | Receipt:
-        return self._runner.run(self._producer._send(entry, wait, timeout))
+    def bind(self, op: Op) -> SyncWrite:
+        return SyncWrite(self, op)
+
+    def write(
+        self, op: Op, session: str, row: str, kind: str, body: Any, wait: bool, timeout: float
+    ) -> str | Receipt:
+        return self._runner.run(self._producer.write(op, session, row, kind, body, wait, timeout))
 
     def close(self) -> None:
         self._runner.run(self._producer.close())
