@@ -109,9 +109,6 @@ class Settings:
         return self.redis_url, self.database_url
 
 
-_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
-
-
 def redact(url: str) -> str:
     """A URL fit for an error message: its password replaced by ``***``."""
     return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
@@ -119,13 +116,11 @@ def redact(url: str) -> str:
 
 def check_redis_url(url: str) -> None:
     """A URL redis-py can open, or one clear line saying why not."""
+    from rowcast.contract.connection import PLAIN_SCHEMES, parse
+
     u = urlsplit(url)
-    if u.scheme not in _REDIS_SCHEMES:
-        raise ConfigError(
-            f"ROWCAST_REDIS_URL {redact(url)[:100]!r} is not a Redis URL"
-            " (redis://host:port/db, rediss://, unix:///path, redis+cluster://host:port,...)"
-        )
-    if u.scheme.endswith("+cluster"):
+    if u.scheme not in PLAIN_SCHEMES:
+        parse(url)  # the one reader of cluster URLs (and of what is no Redis URL)
         return
     try:
         u.port  # noqa: B018 - parsing it is the check
@@ -138,6 +133,7 @@ def check_redis_url(url: str) -> None:
         raise ConfigError(
             f"ROWCAST_REDIS_URL {redact(url)[:100]!r}: the database {db[:20]!r} is not a number"
         )
+    parse(url)
 
 
 def check_database_url(url: str) -> None:

@@ -77,12 +77,15 @@ def check_servers(settings: Settings, timeout: float = 5.0) -> None:
     configuration problem said once (exit 2), not a retry loop. (Once
     running, writer and broadcaster retry a server that goes away.)"""
     redis_url, database_url = settings.need_servers()
-    client = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        client = sync_client(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    except (rexc.RedisError, rexc.RedisClusterException, OSError) as e:
+        raise Unavailable(f"cannot reach Redis at {redact(redis_url)}: {one_line(e)}") from None
     try:
         client.ping()
     except rexc.ResponseError as e:
         raise ConfigError(f"Redis at {redact(redis_url)}: {one_line(e)}") from None
-    except (rexc.RedisError, OSError) as e:
+    except (rexc.RedisError, rexc.RedisClusterException, OSError) as e:
         raise Unavailable(f"cannot reach Redis at {redact(redis_url)}: {one_line(e)}") from None
     finally:
         client.close()

@@ -342,10 +342,12 @@ def read_broadcasters(r: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
 
 def read_members(r: redis.Redis, keys: Keys) -> tuple[list[tuple[str, float]], int]:
     """The fleet's heartbeats (holder, Redis ms) and Redis's clock now."""
-    pipe = r.pipeline(transaction=False)
-    pipe.zrange(keys.writers(), 0, -1, withscores=True)
-    pipe.time()
-    members, now = pipe.execute()
+    members: Any = r.zrange(keys.writers(), 0, -1, withscores=True)
+    # The heartbeats are stamped with the clock of the node holding the set.
+    if is_cluster(r):
+        now: Any = r.time(target_nodes=r.get_node_from_key(keys.writers()))  # type: ignore[attr-defined]
+    else:
+        now = r.time()
     return [(text(m) or "", float(sc)) for m, sc in members], int(now[0]) * 1000 + int(
         now[1]
     ) // 1000

@@ -80,8 +80,8 @@ def parse(url: str) -> Target:
         return Target(url, cluster=False)
     if scheme not in CLUSTER_SCHEMES:
         raise ConfigError(
-            f"bad Redis URL {_redact(url)}: the scheme must be redis://, rediss://, unix://,"
-            " redis+cluster:// or rediss+cluster://"
+            f"bad Redis URL {_redact(url)}: it is not a Redis URL (the scheme must be"
+            " redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://)"
         )
     try:
         return _cluster_target(url, CLUSTER_SCHEMES[scheme])

@@ -357,6 +357,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROWCAST_")}
     env.update(ROWCAST_REDIS_URL=redis_url, ROWCAST_DATABASE_URL=db, ROWCAST_PREFIX=prefix)
+    # Every client comes from 127.0.0.1: lift the per-address cap above them.
+    env["ROWCAST_MAX_CONNECTIONS_PER_CLIENT"] = str(args.clients + 100)
     quiet = ["--log-level", "WARNING"]
     procs = [
         subprocess.Popen([ROWCAST, "writer", *quiet], env=env),

@@ -246,6 +246,27 @@ async def test_stale_fence_cannot_commit(db_url: str, prefix: str) -> None:
         await new.close()
 
 
+async def test_a_claim_must_be_above_every_fence_seen(db_url: str, prefix: str) -> None:
+    """After Redis restarts without persistence its counter starts again, so a
+    new leader may draw the number the old one holds: that claim is refused
+    (with PostgreSQL's number, to climb past), or two holders of one number
+    could both commit."""
+    stream = Keys(prefix).entries(SHARD)
+    old = await Store.connect(db_url, stream, 1000)
+    new = await Store.connect(db_url, stream, 1000)
+    try:
+        await old.claim(1)
+        with pytest.raises(Fenced) as refused:
+            await new.claim(1, "a-new-stream")
+        assert refused.value.held == 1
+        await new.claim(2, "a-new-stream")
+        with pytest.raises(Fenced):
+            await old.apply(1, (5, 0), (5, 0), [_valid("5-0", "f-s", "a", b"{}")])
+    finally:
+        await old.close()
+        await new.close()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_paused_leader_steps_down(
