@@ -32,13 +32,12 @@ from typing import Any
 import httpx
 import orjson
 import psutil
-import psycopg
-from psycopg import sql
 from redis.asyncio import Redis
 
 from rowcast.ops.schema.migrate import migrate
 from rowcast.producers import Producer
-from tests.bench.fanout import _db, _free_port
+from tests import databases
+from tests.bench.fanout import _free_port
 from tests.integration.churn import ws_frame
 
 ROWCAST = os.path.join(os.path.dirname(sys.executable), "rowcast")
@@ -72,11 +71,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     redis_url = os.environ.get("ROWCAST_REDIS_URL", "redis://127.0.0.1:6379/0")
     admin = os.environ.get("ROWCAST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    name = f"rowcast_ibench_{secrets.token_hex(4)}"
+    name = databases.create(admin, "rowcast_ibench")
     prefix = f"ibench{secrets.token_hex(3)}"
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    db = _db(admin, name)
+    db = databases.url_for(admin, name)
     migrate(db)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROWCAST_")}
@@ -155,10 +152,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if keys:
             await redis.delete(*keys)
         await producer.close()
-        with psycopg.connect(admin, autocommit=True) as c:
-            c.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        databases.drop(admin, name)
     return out
 
 

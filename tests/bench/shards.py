@@ -23,8 +23,10 @@ from typing import Any
 from rowcast.contract.connection import async_client
 from rowcast.contract.entry import Entry
 from rowcast.contract.keys import GROUP, Keys
+from rowcast.ops.schema.migrate import migrate
 from rowcast.producers import Producer
-from tests.bench.write import _create, _drop, workload
+from tests import databases
+from tests.bench.write import workload
 from tests.integration.cluster import LocalCluster
 
 
@@ -86,11 +88,9 @@ def main() -> None:
             ("Redis Cluster (3 masters)", cluster.url, 4, 1),
             ("Redis Cluster (3 masters)", cluster.url, 4, 2),
         ):
-            name, db_url = _create(admin)
-            try:
+            with databases.scratch(admin, "rowcast_bench") as (_, db_url):
+                migrate(db_url)
                 seconds = asyncio.run(drain(url, db_url, entries, shards, writers))
-            finally:
-                _drop(admin, name)
             print(
                 f"{where:28} {shards:>6} {writers:>7} {len(entries) / seconds:>10,.0f}", flush=True
             )

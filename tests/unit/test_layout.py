@@ -4,6 +4,7 @@ follow the data flow, and nothing installed that needs the test extras."""
 from __future__ import annotations
 
 import ast
+import importlib
 import shutil
 import subprocess
 import sys
@@ -133,3 +134,11 @@ for m in {modules!r}:
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "bench", sorted(p.stem for p in (ROOT / "tests" / "bench").glob("[a-z]*.py"))
+)
+def test_every_benchmark_imports(bench: str) -> None:
+    # Benchmarks run by hand, not in CI: at least their imports must hold.
+    importlib.import_module(f"tests.bench.{bench}")
