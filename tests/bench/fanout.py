@@ -279,6 +279,36 @@ class _Workers:
 # ---------------------------------------------------------------- the run
 
 
+def loop_runner() -> Any:
+    """uvloop's run when it is installed (uvicorn's standard extra), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.run
+    return uvloop.run
+
+
+async def wait_ready(port: int) -> None:
+    """Until the broadcaster on ``port`` answers /healthz with its feed subscribed."""
+    async with httpx.AsyncClient() as http:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                r = await http.get(f"http://127.0.0.1:{port}/healthz")
+                if r.status_code == 200 and r.json().get("pubsub") == "subscribed":
+                    return
+            await asyncio.sleep(0.1)
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each process in turn, then SIGKILL one that has not ended in 30 s."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -371,13 +401,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"clients": args.clients, "sessions": args.sessions}
     try:
         async with asyncio.timeout(args.timeout):
-            async with httpx.AsyncClient() as http:
-                while True:
-                    with contextlib.suppress(httpx.HTTPError):
-                        r = await http.get(f"http://127.0.0.1:{port}/healthz")
-                        if r.status_code == 200 and r.json().get("pubsub") == "subscribed":
-                            break
-                    await asyncio.sleep(0.1)
+            await wait_ready(port)
             workers = await _Workers.start(port, sessions, args.clients, args.workers)
             await _finals(producer, sessions)  # every session exists, writer warm
             # Let every client catch up on the marks before measuring.
@@ -419,12 +443,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if workers is not None:
             await workers.stop()
-        for proc in reversed(procs):
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(list(reversed(procs)))
         keys = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=1000)]
         if keys:
             await redis.delete(*keys)
@@ -445,12 +464,7 @@ def main() -> None:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     _raise_nofile()
-    try:
-        import uvloop
-
-        runner: Any = uvloop.run
-    except ImportError:  # pragma: no cover
-        runner = asyncio.run
+    runner = loop_runner()
     if args.worker:
         runner(_worker(orjson.loads(args.worker)))
         return

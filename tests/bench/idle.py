@@ -23,7 +23,6 @@ import gc
 import os
 import resource
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ from redis.asyncio import Redis
 from rowcast.ops.schema.migrate import migrate
 from rowcast.producers import Producer
 from tests import databases
-from tests.bench.fanout import _free_port
+from tests.bench.fanout import _free_port, stop_all, wait_ready
 from tests.integration.churn import ws_frame
 
 ROWCAST = os.path.join(os.path.dirname(sys.executable), "rowcast")
@@ -91,13 +90,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"sockets": args.sockets, "sessions": args.sessions}
     held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     try:
+        await wait_ready(port)
         async with httpx.AsyncClient() as http:
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    r = await http.get(f"http://127.0.0.1:{port}/healthz")
-                    if r.status_code == 200 and r.json().get("pubsub") == "subscribed":
-                        break
-                await asyncio.sleep(0.1)
             for s in sessions:
                 await producer.append(s, "r0", "user", {"text": "hello"}, wait=True)
             held.append(await _open(port, sessions[0]))
@@ -142,12 +136,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for _, w in held:
             w.close()
-        for proc in reversed(procs):
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(list(reversed(procs)))
         keys = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=1000)]
         if keys:
             await redis.delete(*keys)

@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -43,7 +42,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import psutil
 import psycopg
@@ -52,7 +50,15 @@ from redis.asyncio import Redis
 from rowcast.ops.embedded import servers
 from rowcast.ops.schema.migrate import migrate
 from rowcast.producers import Producer, make_entry
-from tests.bench.fanout import _Client, _free_port, _pct, _raise_nofile
+from tests.bench.fanout import (
+    _Client,
+    _free_port,
+    _pct,
+    _raise_nofile,
+    loop_runner,
+    stop_all,
+    wait_ready,
+)
 from tests.bench.fanout import _Workers as _FanoutWorkers
 
 ROWCAST = str(Path(sys.executable).parent / "rowcast")
@@ -268,13 +274,7 @@ async def _mode(
     sessions = [f"{mode}-{i:03d}" for i in range(args.sessions)]
     pieces = _answer(args.answer_bytes, args.chunks)
     try:
-        async with httpx.AsyncClient() as http:
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    r = await http.get(f"http://127.0.0.1:{port}/healthz")
-                    if r.status_code == 200 and r.json().get("pubsub") == "subscribed":
-                        break
-                await asyncio.sleep(0.1)
+        await wait_ready(port)
         workers = await _Workers.begin(port, sessions, args.clients, args.workers, mode == "extend")
         first = await asyncio.gather(
             *(producer.append(s, ROW, "assistant", {"text": ""}, wait=True) for s in sessions)
@@ -318,12 +318,7 @@ async def _mode(
     finally:
         if workers is not None:
             await workers.stop()
-        for proc in (bcast, writer):
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all([bcast, writer])
         await producer.close()
     clients = [c for r in reports for c in r["clients"]]
     lat = _latencies(streams, clients)
@@ -379,12 +374,7 @@ def main() -> None:
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     _raise_nofile()
-    try:
-        import uvloop
-
-        runner: Any = uvloop.run
-    except ImportError:  # pragma: no cover
-        runner = asyncio.run
+    runner = loop_runner()
     if args.worker:
         runner(_worker(orjson.loads(args.worker)))
         return
