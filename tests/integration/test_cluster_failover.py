@@ -32,6 +32,7 @@ from tests.integration.workload import Pushed
 SESSIONS = 24
 TOTAL = 1800
 CHUNK = 20
+MAX_CHUNKS = 20 * TOTAL // CHUNK
 
 
 def pushed(e: Entry) -> Pushed:
@@ -80,12 +81,19 @@ async def test_a_master_killed_mid_run(cluster, cprefix, db_url, tmp_path):
             unsure: list[Entry] = []
             order: list[Entry] = []
 
+            resumed_seen = asyncio.Event()
+
             async def produce() -> None:
-                for k in range(TOTAL // CHUNK):
+                # At least TOTAL entries, and on until shard 0 commits again: a
+                # run that ended before the failover finished would leave shard
+                # 0 nothing to resume with. Bounded all the same.
+                k = 0
+                while k < MAX_CHUNKS and (k < TOTAL // CHUNK or not resumed_seen.is_set()):
                     chunk = [
                         make_entry("append", sessions[n % SESSIONS], f"r{n}", "user", {"n": n})
                         for n in range(k * CHUNK, (k + 1) * CHUNK)
                     ]
+                    k += 1
                     order.extend(chunk)
                     try:
                         await producer.push_many(chunk)
@@ -110,6 +118,7 @@ async def test_a_master_killed_mid_run(cluster, cprefix, db_url, tmp_path):
                 return offset_of(db_url, keys.entries(0)) > before
 
             await asyncio.to_thread(wait_for, "commits on shard 0 to resume", resumed, 90, 0.02)
+            resumed_seen.set()
             gap = time.monotonic() - killed_at
             print(f"failover gap (kill -> shard 0 commits again): {gap:.2f}s")
             await production
@@ -119,7 +128,7 @@ async def test_a_master_killed_mid_run(cluster, cprefix, db_url, tmp_path):
             await asyncio.to_thread(cluster.restart_node, victim)
             tail = [
                 make_entry("append", sessions[n % SESSIONS], f"r{n}", "user", {"n": n})
-                for n in range(TOTAL, TOTAL + 2 * SESSIONS)
+                for n in range(len(order), len(order) + 2 * SESSIONS)
             ]
             order.extend(tail)
             await producer.push_many(tail)  # every shard acknowledges again (else NotQueued)
