@@ -1,8 +1,9 @@
 """The outbox: one connection's bounded queue and its sender.
 
-Changes wait here (coalesced, see coalesce.py) until the process-wide
-ticker ends the current window or a batch is full, or go at once when one of
-them carries ``ack``. The queue is
+A change to a quiet connection (nothing flushed for a whole window) goes at
+once; on a busy one, changes wait here (coalesced, see coalesce.py) until the
+process-wide ticker ends the current window or a batch is full, or go at once
+when one of them carries ``ack``. The queue is
 bounded: a connection that lets more than ``limit`` changes pile up while
 its socket is not draining is closed with the reason ``resync``; its subscriber
 resumes from its cursor and PostgreSQL fills in what it missed. Catch-up
@@ -53,8 +54,9 @@ class Ticker:
     frame costs more than many frames do.) Connections that flush on the same
     tick also tend to send their session's changes as identical frames."""
 
-    def __init__(self, window: float) -> None:
+    def __init__(self, window: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.window = window
+        self.clock = clock
         self._due: list[Outbox] = []
         self._handle: asyncio.TimerHandle | None = None
 
@@ -96,6 +98,7 @@ class Outbox:
         self._go = False
         self._scheduled = False
         self._sending = False
+        self._flushed_at = -1e18
 
     def put(self, session: str, items: list[Item]) -> None:
         if self.reason is not None or not items:
@@ -113,15 +116,27 @@ class Outbox:
             return
         if n > self._low:
             self._room.clear()
-        if p.urgent or n >= self.max_batch or self.ticker.window <= 0:
+        if p.urgent or n >= self.max_batch:
             self.flush()
-        elif not self._scheduled:
+        elif self._go or self._scheduled:
+            return  # a flush is on its way or a window is open: this change joins it
+        elif self._quiet():
+            self.flush()
+        else:
             self._scheduled = True
             self.ticker.schedule(self)
 
+    def _quiet(self) -> bool:
+        """Nothing was flushed for a whole window: this change has nothing to
+        share a frame with, so it goes now. A window opens only on a
+        connection that is already busy (adaptive coalescing)."""
+        return self.ticker.clock() - self._flushed_at >= self.ticker.window
+
     def flush(self) -> None:
-        """Send what waits now (the window is over, a batch is full, or an ack)."""
+        """Send what waits now (the window is over, a batch is full, an ack,
+        or the connection was quiet)."""
         self._scheduled = False
+        self._flushed_at = self.ticker.clock()
         self._go = True
         self._wake()
 

@@ -251,17 +251,23 @@ class ShardWriter:
     async def _reader(self, q: asyncio.Queue[Items | None], stop: asyncio.Event) -> None:
         cfg = self.cfg
         last_id = await self._last_delivered()
+        busy = False
         while not stop.is_set() and not self._handing_over():
             items = await self.lease.read(cfg.batch_max)
             raise_if_cancelled()
             if not items:
+                busy = False
                 await self.redis.xread({self.entries: last_id}, count=1, block=250)
                 raise_if_cancelled()
                 continue
-            if cfg.linger_ms and len(items) < cfg.batch_max and not _asks_receipt(items):
+            # Linger only while entries keep coming (the read before this one
+            # found some too): an entry that arrives at an idle shard has
+            # nobody to share a batch with, and waiting would only delay it.
+            if busy and cfg.linger_ms and len(items) < cfg.batch_max and not _asks_receipt(items):
                 await asyncio.sleep(cfg.linger_ms / 1000)
                 items += await self.lease.read(cfg.batch_max - len(items))
                 raise_if_cancelled()
+            busy = True
             last_id = items[-1][0]
             for chunk in split_by_size(items, cfg.batch_bytes):
                 await q.put(chunk)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import resource
 from collections.abc import Coroutine
 from typing import Any
@@ -44,6 +45,10 @@ def raise_open_files() -> None:
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
+    # What start-up made (modules, the app) lives as long as the process: keep
+    # it out of every collection, so a full one (a pause felt by every
+    # connection) has less to walk.
+    gc.freeze()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]

@@ -44,6 +44,7 @@ import orjson
 from redis.asyncio import Redis
 
 from rowcast.contract.connection import async_client
+from rowcast.contract.keys import Keys
 from rowcast.ops.schema.migrate import migrate
 from rowcast.producers import Producer, make_entry
 from tests import databases
@@ -370,6 +371,27 @@ async def _steady(p: Producer, sessions: list[str], rate: int, seconds: float) -
     return n
 
 
+async def _published(redis_url: str, channel: str, into: list[float]) -> None:
+    """The write path's share: for each change published on ``channel``
+    (``P:rows``, one server only) the time from its body's XADD stamp to its
+    arrival here, one loopback hop after PUBLISH as a broadcaster sees it."""
+    listener = cast(Redis, async_client(redis_url))
+    pubsub = listener.pubsub()
+    await pubsub.subscribe(channel)
+    try:
+        async for msg in pubsub.listen():
+            now = time.time()
+            if msg.get("type") != "message":
+                continue
+            for c in orjson.loads(msg["data"]).get("changes", ()):
+                t = (c.get("body") or {}).get("t") if isinstance(c.get("body"), dict) else None
+                if isinstance(t, float):
+                    into.append(now - t)
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -425,11 +447,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "resyncs": sum(s["resyncs"] for s in stats),
             }
 
-            # 2. Latency at a steady rate.
+            # 2. Latency at a steady rate (and the write path's share of it).
             await workers.ask({"cmd": "reset"})
+            written: list[float] = []
+            listening = None
+            if "+cluster" not in redis_url and "," not in redis_url:
+                listening = asyncio.create_task(
+                    _published(redis_url, Keys(prefix).channel, written)
+                )
+                await asyncio.sleep(0.2)  # subscribed before the first entry
             sent = await _steady(producer, sessions, args.rate, args.seconds)
             finals = await _finals(producer, sessions)
             stats = await workers.ask({"cmd": "wait", "targets": finals})
+            if listening is not None:
+                listening.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listening
             lat = [x for s in stats for x in s["latencies"]]
             out["latency"] = {
                 "rate": args.rate,
@@ -440,6 +473,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "mean_ms": round(statistics.fmean(lat) * 1000, 2) if lat else None,
                 "resyncs": sum(s["resyncs"] for s in stats),
             }
+            if written:
+                out["latency"]["write_path_p50_ms"] = round(_pct(written, 0.50) * 1000, 2)
+                out["latency"]["write_path_p99_ms"] = round(_pct(written, 0.99) * 1000, 2)
     finally:
         if workers is not None:
             await workers.stop()
@@ -491,6 +527,11 @@ def main() -> None:
         f"latency at {args.rate} entries/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms"
         f" (XADD to client receipt, {lat['samples']:,} samples)"
     )
+    if "write_path_p50_ms" in lat:
+        print(
+            f"  of which the write path (XADD to PUBLISH, as a subscriber sees it):"
+            f" p50 {lat['write_path_p50_ms']} ms, p99 {lat['write_path_p99_ms']} ms"
+        )
 
 
 if __name__ == "__main__":

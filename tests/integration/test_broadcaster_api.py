@@ -164,6 +164,11 @@ async def test_an_ack_change_is_flushed_without_waiting_for_the_window(redis_url
         await ws.connect()
         await ws.subscribe("acked", after=0)
         await until_live(b)  # the (empty) catch-up is done: what follows comes live
+        # A quiet connection sends at once; after this frame it is busy, so
+        # what follows waits for the window.
+        await p.append("acked", "first", "user", {"text": "opens the window"}, wait=True)
+        async with asyncio.timeout(30):
+            assert [c["row"] for c in (await ws.recv())["changes"]] == ["first"]
         await p.append("acked", "a", "user", {"text": "no receipt asked"}, wait=False)
         await p.append("acked", "b", "assistant", {"text": "receipt asked"}, wait=True)
         async with asyncio.timeout(30):

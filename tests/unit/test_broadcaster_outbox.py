@@ -40,15 +40,44 @@ async def test_an_ack_flushes_at_once_with_what_waited_before_it():
     sink = FakeSink()
     box = Outbox(sink, Metrics(), Ticker(3600.0))  # a window the test never waits out
     task = asyncio.create_task(box.run())
+    box.put("s", [it(0)])  # a quiet connection sends at once; now it is busy
+    await asyncio.wait_for(sink.got.wait(), 10)
+    sink.got.clear()
     box.put("s", [it(1)])
     await asyncio.sleep(0.05)
-    assert sink.sent == []  # lingering in the window
+    assert sink.sent == [[0]]  # 1 lingers in the window
     box.put("s", [it(2, ack=True)])
     await asyncio.wait_for(sink.got.wait(), 10)
-    assert sink.sent == [[1, 2]]
+    assert sink.sent == [[0], [1, 2]]
     box.close(SHUTDOWN)
     await asyncio.wait_for(task, 10)
     assert sink.finished == [SHUTDOWN]
+
+
+async def test_a_quiet_connection_sends_at_once_and_a_busy_one_gathers_a_window():
+    now = [1000.0]
+    sink = FakeSink()
+    box = Outbox(sink, Metrics(), Ticker(3600.0, clock=lambda: now[0]))  # never ticks here
+    task = asyncio.create_task(box.run())
+    box.put("s", [it(1)])
+    await asyncio.wait_for(sink.got.wait(), 10)  # only the quiet path can send it
+    assert sink.sent == [[1]]
+    sink.got.clear()
+    now[0] += 1.0  # within the window after that frame: busy
+    for n in (2, 3):
+        box.put("s", [it(n)])
+    await asyncio.sleep(0.05)
+    assert sink.sent == [[1]]  # gathered, waiting for the tick
+    box.flush()  # the tick
+    await asyncio.wait_for(sink.got.wait(), 10)
+    assert sink.sent == [[1], [2, 3]]
+    sink.got.clear()
+    now[0] += 3600.0  # a whole window without a flush: quiet again
+    box.put("s", [it(4)])
+    await asyncio.wait_for(sink.got.wait(), 10)
+    assert sink.sent == [[1], [2, 3], [4]]
+    box.close(SHUTDOWN)
+    await task
 
 
 async def test_a_full_batch_goes_without_waiting_for_the_window():
