@@ -99,27 +99,34 @@ class Merged:
     def extends(self) -> bool:
         return self.steps is not None
 
-    def delta(self) -> bytes | None:
-        """What an existing row's body gains when every entry that changes it is
-        an extend of strings: the suffixes joined by key (JSON text), else None."""
+    def delta(self) -> tuple[bytes, bool] | None:
+        """What an existing row's body gains when every entry that changes it
+        is an extend: the string suffixes joined by key (JSON text), and
+        whether strings were all they changed (only then may a client apply
+        them to the body it holds). None when an upsert is among them."""
         if not self.extends:
             return None
         changers = [v.entry for v in self.members if v.entry.op != Op.APPEND]
         if not changers or any(e.op != Op.EXTEND for e in changers):
             return None
         joined: dict[str, str] = {}
+        strings_only = True
         for e in changers:
             try:
                 obj = orjson.loads(e.body)
             except orjson.JSONDecodeError:
-                # What only PostgreSQL parses (huge numbers, deep nesting) has
-                # no strings-only delta to offer anyway: the change goes whole.
+                # What only PostgreSQL parses (huge numbers, deep nesting):
+                # the change goes whole.
                 return None
             for key, value in obj.items():
-                if not isinstance(value, str):
-                    return None
-                joined[key] = joined.get(key, "") + value
-        return orjson.dumps(joined)
+                if isinstance(value, str):
+                    joined[key] = joined.get(key, "") + value
+                else:
+                    # Replaced, not appended: what was appended before it is
+                    # gone from the body, and a client cannot take this as a delta.
+                    joined.pop(key, None)
+                    strings_only = False
+        return orjson.dumps(joined), strings_only
 
 
 _STEP: dict[str, int] = {Op.APPEND: 0, Op.UPSERT: 1, Op.EXTEND: 2}
@@ -269,10 +276,11 @@ def outcome(p: Plan, results: Sequence[Result]) -> tuple[list[Change], list[Repl
 def _change(m: Merged, r: Result, ack: bool) -> Change:
     assert r.change is not None
     body = m.body if r.body is None else r.body.encode()
-    delta = m.delta() if r.old_revision is not None else None
-    base = None if delta is None else r.old_revision
+    gained = m.delta() if r.old_revision is not None else None
+    extend = None if gained is None else gained[0]
+    base = r.old_revision if gained is not None and gained[1] else None
     return Change(
-        m.session, m.row, r.sequence, r.revision, r.change, m.kind, body, ack, delta, base
+        m.session, m.row, r.sequence, r.revision, r.change, m.kind, body, ack, extend, base
     )
 
 

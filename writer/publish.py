@@ -43,16 +43,18 @@ for _ = 1, nc do
     f[k] = string.sub(s, pos, e - 1)
     pos = e + 1
   end
-  if f[8] == '' then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
-      'session', f[1], 'row', f[2], 'sequence', f[3], 'revision', f[4],
-      'change', f[5], 'kind', f[6], 'body', string.sub(s, pos), 'ack', f[7])
-  else
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*',
-      'session', f[1], 'row', f[2], 'sequence', f[3], 'revision', f[4],
-      'change', f[5], 'kind', f[6], 'body', string.sub(s, pos), 'ack', f[7],
-      'extend', f[8], 'base_revision', f[9])
+  local x = {KEYS[1], 'MAXLEN', '~', maxlen, '*',
+    'session', f[1], 'row', f[2], 'sequence', f[3], 'revision', f[4],
+    'change', f[5], 'kind', f[6], 'body', string.sub(s, pos), 'ack', f[7]}
+  if f[8] ~= '' then
+    x[#x + 1] = 'extend'
+    x[#x + 1] = f[8]
   end
+  if f[9] ~= '' then
+    x[#x + 1] = 'base_revision'
+    x[#x + 1] = f[9]
+  end
+  redis.call('XADD', unpack(x))
   i = i + 1
 end
 if nc > 0 then

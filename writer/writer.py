@@ -252,13 +252,21 @@ class ShardWriter:
         cfg = self.cfg
         last_id = await self._last_delivered()
         busy = False
+        drained = False
         while not stop.is_set() and not self._handing_over():
+            if drained:
+                # The last read took all there was: wait for the next XADD
+                # (one blocking round trip) instead of asking the script again.
+                drained = False
+                woke = await self.redis.xread({self.entries: last_id}, count=1, block=250)
+                raise_if_cancelled()
+                if not woke:
+                    continue
             items = await self.lease.read(cfg.batch_max)
             raise_if_cancelled()
             if not items:
                 busy = False
-                await self.redis.xread({self.entries: last_id}, count=1, block=250)
-                raise_if_cancelled()
+                drained = True
                 continue
             # Linger only while entries keep coming (the read before this one
             # found some too): an entry that arrives at an idle shard has
@@ -268,6 +276,7 @@ class ShardWriter:
                 items += await self.lease.read(cfg.batch_max - len(items))
                 raise_if_cancelled()
             busy = True
+            drained = len(items) < cfg.batch_max
             last_id = items[-1][0]
             for chunk in split_by_size(items, cfg.batch_bytes):
                 await q.put(chunk)

@@ -3,10 +3,11 @@
 A body travels as the JSON text it arrived as (or as PostgreSQL printed it)
 and is embedded in published JSON without being decoded and re-encoded.
 
-A change made by ``extend`` entries on an existing row may also carry its
-delta: ``extend`` (the strings appended, by key, as JSON text) and
-``base_revision`` (the revision they apply to). ``body`` is always the full
-new body, so a consumer that knows nothing of deltas stays correct.
+A change made by ``extend`` entries on an existing row also carries
+``extend``: the strings appended, by key, as JSON text. When strings were all
+those extends changed, it carries ``base_revision`` too (the revision they
+apply to), and is then a delta a client may apply. ``body`` is always the
+full new body, so a consumer that knows nothing of deltas stays correct.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ class Change:
     body: bytes
     ack: bool = False
     extend: bytes | None = None
-    """JSON text of an object of strings: what was appended at each key, when
-    this change is exactly ``base_revision``'s body with those appended."""
+    """JSON text of an object of strings: what was appended at each key."""
     base_revision: int | None = None
+    """Set when this change is exactly ``base_revision``'s body with
+    ``extend`` appended (nothing else changed)."""
 
     def __post_init__(self) -> None:
-        if (self.extend is None) != (self.base_revision is None):
-            raise ValueError("extend and base_revision go together")
+        if self.base_revision is not None and self.extend is None:
+            raise ValueError("base_revision needs extend")
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, with the body as a pre-encoded fragment."""
@@ -51,6 +53,7 @@ class Change:
         }
         if self.extend is not None:
             out["extend"] = orjson.Fragment(self.extend)
+        if self.base_revision is not None:
             out["base_revision"] = self.base_revision
         return out
 

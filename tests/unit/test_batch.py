@@ -176,7 +176,8 @@ def test_a_delta_joins_the_suffixes_of_string_only_extends() -> None:
     )
     [m] = p.merged
     assert m.first_step == 0 and m.overwritten == [b'{"t":"x"}']
-    assert orjson.loads(m.delta() or b"") == {"t": "hello", "u": "1"}
+    gained = m.delta()
+    assert gained is not None and orjson.loads(gained[0]) == {"t": "hello", "u": "1"} and gained[1]
     changes, _ = outcome(p, [Result(3, 5, 7, 12, 10, '{"t": "xhello", "u": "1"}')])
     assert changes == [
         Change(
@@ -197,9 +198,30 @@ def test_a_delta_joins_the_suffixes_of_string_only_extends() -> None:
     assert changes[0].extend is None and changes[0].base_revision is None
 
 
-def test_an_extend_with_other_values_has_no_delta() -> None:
-    [m] = merge([v(0, "extend", "s", "a", '{"t":"x","n":1}')]).merged
-    assert m.delta() is None
+def test_an_extend_with_other_values_carries_its_strings_but_no_delta() -> None:
+    p = merge([v(0, "extend", "s", "a", '{"t":"x","n":1}')])
+    [m] = p.merged
+    assert m.delta() == (b'{"t":"x"}', False)
+    changes, _ = outcome(p, [Result(0, 4, 5, 9, 8, '{"t":"..x","n":1}')])
+    # The change says what was appended, but without base_revision no
+    # client may take it for a delta (the body's "n" changed too).
+    assert changes[0].extend == b'{"t":"x"}' and changes[0].base_revision is None
+    d = orjson.loads(changes[0].to_json())
+    assert d["extend"] == {"t": "x"} and "base_revision" not in d
+    assert from_json(d) == changes[0]
+
+
+def test_a_replaced_key_drops_what_was_appended_to_it_before() -> None:
+    [m] = merge(
+        [
+            v(0, "extend", "s", "a", '{"t":"a","u":"1"}'),
+            v(1, "extend", "s", "a", '{"t":5}'),
+            v(2, "extend", "s", "a", '{"t":"b"}'),
+        ]
+    ).merged
+    gained = m.delta()
+    assert gained is not None and orjson.loads(gained[0]) == {"t": "b", "u": "1"}
+    assert gained[1] is False
 
 
 def test_receipts_count_every_extend() -> None:

@@ -65,6 +65,7 @@ async def test_a_change_with_a_delta_keeps_it_in_the_rows_stream() -> None:
     changes = [
         Change("s", "a", 0, 3, 5, "assistant", b'{"text": "hello"}', False, b'{"text":"lo"}', 2),
         Change("s", "b", 1, 0, 6, "user", b"{}"),
+        Change("s", "c", 2, 1, 7, "assistant", b'{"text":"x","n":1}', False, b'{"text":"x"}'),
     ]
     await Publisher(r, keys, 0, rows_maxlen=100, receipt_ttl_ms=1000).publish(
         Outcome(changes=changes)
@@ -72,4 +73,6 @@ async def test_a_change_with_a_delta_keeps_it_in_the_rows_stream() -> None:
     rows = await r.xrange(keys.rows(0))
     assert rows[0][1][b"extend"] == b'{"text":"lo"}' and rows[0][1][b"base_revision"] == b"2"
     assert b"extend" not in rows[1][1]
+    # Strings appended beside another change: extend without base_revision.
+    assert rows[2][1][b"extend"] == b'{"text":"x"}' and b"base_revision" not in rows[2][1]
     assert [from_stream_fields(f) for _, f in rows] == changes

@@ -1,0 +1,158 @@
+"""The write path's idle floor, stage by stage: one entry at a time.
+
+    python -m tests.bench.floor [--entries 200] [--gap-ms 100]
+
+Runs one shard's writer in this process (the same ``run_writers`` that
+``rowcast writer`` runs) with a timer around each of its stages, appends one
+entry every ``--gap-ms`` (an idle pipeline: nothing to batch with), and
+listens on ``P:rows`` as a broadcaster would. Per entry, from the moment its
+XADD is sent:
+
+- wake: the writer's blocking XREAD returns (the XADD's own round trip and
+  the wake-up);
+- read: the lease-guarded XREADGROUP script has the entry;
+- commit: ``apply_batch`` and its COMMIT (one statement, one round trip);
+- publish: the after-commit script (rows stream, PUBLISH, receipts, XACK);
+- seen: the message reaches a subscriber.
+
+Each stage is reported as p50/p99 of its own duration, and "seen" as the
+total. The timers wrap methods from outside (this file only), so the writer
+runs unchanged. Needs ROWCAST_REDIS_URL (one server) and an admin
+ROWCAST_DATABASE_URL; its own database and key prefix. Loopback only, bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+
+from rowcast.contract.connection import async_client
+from rowcast.contract.keys import Keys
+from rowcast.ops.commands.runner import run_writers
+from rowcast.ops.schema.migrate import migrate
+from rowcast.ops.settings import Settings
+from rowcast.producers import Producer
+from rowcast.writer.lease import Lease
+from rowcast.writer.publish import Publisher
+from rowcast.writer.store import Store
+from tests import databases
+
+STAGES = ("wake", "read", "commit", "publish", "seen")
+
+
+class Marks:
+    """(stage, start, end) of the entry in flight, perf_counter seconds."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, float, float]] = []
+
+    def timed(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            out = await fn(*args, **kwargs)
+            self.items.append((stage, start, time.perf_counter()))
+            return out
+
+        return run
+
+
+def _stages(marks: list[tuple[str, float, float]], sent: float, seen: float) -> dict[str, float]:
+    """The first of each stage that ended after the XADD was sent (the
+    reader's next, empty read runs beside the commit: not the entry's)."""
+    out: dict[str, float] = {}
+    for stage, start, end in marks:
+        if end < sent or stage in out:
+            continue
+        out[stage] = end - (sent if stage == "wake" else start)
+    out["seen"] = seen - sent
+    return out
+
+
+def _pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] * 1000
+
+
+async def run(entries: int, gap: float) -> dict[str, tuple[float, float]]:
+    redis_url = os.environ.get("ROWCAST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    admin = os.environ.get("ROWCAST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = databases.create(admin, "rowcast_floor")
+    db = databases.url_for(admin, name)
+    migrate(db)
+    prefix = f"floor{secrets.token_hex(3)}"
+    settings = Settings.from_env(
+        {"ROWCAST_REDIS_URL": redis_url, "ROWCAST_DATABASE_URL": db, "ROWCAST_PREFIX": prefix,
+         "ROWCAST_SHARDS": "1"}
+    )  # fmt: skip
+    marks = Marks()
+    originals = {
+        (Lease, "read"): Lease.read,
+        (Store, "apply"): Store.apply,
+        (Publisher, "publish"): Publisher.publish,
+        (Redis, "xread"): Redis.xread,
+    }
+    stage_of = {"read": "read", "apply": "commit", "publish": "publish", "xread": "wake"}
+    for (cls, attr), fn in originals.items():
+        setattr(cls, attr, marks.timed(stage_of[attr], fn))
+    stop = asyncio.Event()
+    writer = asyncio.create_task(run_writers(settings, [0], stop, spread=False))
+    redis = Redis.from_url(redis_url)
+    producer = Producer(async_client(redis_url), prefix=prefix, shards=1)
+    got: dict[str, list[float]] = {s: [] for s in STAGES}
+    try:
+        await producer.append("warm", "w", "user", {"text": "warm"}, wait=True, timeout=60)
+        pubsub = redis.pubsub()
+        await pubsub.subscribe(Keys(prefix).channel)
+        await pubsub.get_message(timeout=1)
+        for i in range(entries):
+            await asyncio.sleep(gap)
+            marks.items.clear()
+            sent = time.perf_counter()
+            await producer.append("floor", f"r{i}", "user", {"i": i})
+            while True:
+                msg = await pubsub.get_message(timeout=10)
+                if msg is None:
+                    raise TimeoutError("no change published within 10 s")
+                if msg["type"] == "message":
+                    break
+            for stage, value in _stages(marks.items, sent, time.perf_counter()).items():
+                got[stage].append(value)
+        await pubsub.aclose()
+    finally:
+        stop.set()
+        await writer
+        for (cls, attr), fn in originals.items():
+            setattr(cls, attr, fn)
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+        await producer.close()
+        databases.drop(admin, name)
+    return {s: (_pct(v, 0.5), _pct(v, 0.99)) for s, v in got.items() if v}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--entries", type=int, default=200)
+    ap.add_argument("--gap-ms", type=float, default=100.0)
+    args = ap.parse_args()
+    if not 1 <= args.entries <= 10_000 or not 0 <= args.gap_ms <= 10_000:
+        ap.error("--entries must be in 1..10000 and --gap-ms in 0..10000")
+    result = asyncio.run(run(args.entries, args.gap_ms / 1000))
+    print(f"{args.entries} entries, one every {args.gap_ms:g} ms (ms, p50 / p99):")
+    for stage in STAGES:
+        if stage in result:
+            p50, p99 = result[stage]
+            print(f"  {stage:8} {p50:7.2f} / {p99:7.2f}")
+
+
+if __name__ == "__main__":
+    main()
