@@ -15,6 +15,7 @@ import psycopg
 import redis
 from psycopg import errors as pgerr
 from redis import exceptions as rexc
+from redis.cluster import RedisCluster
 
 from rowcast.contract.connection import AnyRedis, explain, sync_client
 from rowcast.contract.errors import ConfigError, RowcastError, Unavailable, one_line
@@ -83,6 +84,13 @@ def check_servers(settings: Settings, timeout: float = 5.0) -> None:
         raise Unavailable(f"cannot reach Redis at {redact(redis_url)}: {one_line(e)}") from None
     try:
         client.ping()
+        if not isinstance(client, RedisCluster) and _cluster_enabled(client):
+            # Through one node, a writer would lead only the shards whose keys
+            # live there and retry the others for ever.
+            raise ConfigError(
+                f"Redis at {redact(redis_url)} is a node of a Redis Cluster: name the"
+                " cluster as redis+cluster://host:port[,host:port...]"
+            )
     except rexc.ResponseError as e:
         raise ConfigError(f"Redis at {redact(redis_url)}: {one_line(e)}") from None
     except (rexc.RedisError, rexc.RedisClusterException, OSError) as e:
@@ -95,6 +103,11 @@ def check_servers(settings: Settings, timeout: float = 5.0) -> None:
         raise Unavailable(
             f"cannot reach PostgreSQL at {redact(database_url)}: {one_line(e)}"
         ) from None
+
+
+def _cluster_enabled(client: Any) -> bool:
+    info = client.info("cluster")
+    return str(info.get("cluster_enabled", 0)) == "1"
 
 
 def text(value: Any) -> str | None:

@@ -77,6 +77,19 @@ def test_commands_on_one_node_of_a_cluster_say_so(cluster, cprefix, db_url):
         assert "re-fed 0 entries" not in out.stdout.decode()
 
 
+@pytest.mark.timeout(120)
+def test_writer_and_broadcaster_refuse_one_node_of_a_cluster(cluster, cprefix, db_url):
+    # Through one node they would serve only that node's shards and retry the
+    # others for ever: refused at start, with the URL form that works.
+    url, _ = one_node_url(cluster)
+    env = rowcast_env(url, db_url, cprefix)
+    for args in (("writer",), ("broadcaster", "--port", "0")):
+        out = rowcast(env, *args, timeout=60)
+        err = out.stderr.decode().strip().splitlines()
+        assert out.returncode == 2, (args, out.stderr)
+        assert len(err) == 1 and "redis+cluster://" in err[0], (args, err)
+
+
 @pytest.mark.timeout(60)
 def test_bad_redis_urls_are_configuration_errors(db_url):
     for url, why in (
