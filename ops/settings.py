@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from rowcast.contract.errors import ConfigError
+from rowcast.contract.errors import ConfigError, one_line
 from rowcast.contract.keys import Keys
 
 _PREFIX = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -143,9 +143,9 @@ def check_database_url(url: str) -> None:
     try:
         psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError as e:
-        why = str(e).strip().splitlines()[0] if str(e).strip() else "unreadable"
         raise ConfigError(
-            f"ROWCAST_DATABASE_URL is not a PostgreSQL URL (postgresql://user@host:port/db): {why}"
+            "ROWCAST_DATABASE_URL is not a PostgreSQL URL (postgresql://user@host:port/db): "
+            + one_line(e)
         ) from None
 
 

@@ -1,22 +1,43 @@
 """``append``, ``upsert`` and ``extend`` of both producers: one signature for
 the three ops, whose return type follows ``wait`` (the entry's stream id, or
-its Receipt once the row is committed)."""
+its Receipt once the row is committed).
+
+The signature is written once, as a generic Protocol (``WriteCall``): the
+asyncio producer's methods are ``WriteCall[Awaitable[str], Awaitable[Receipt]]``,
+the synchronous one's ``WriteCall[str, Receipt]``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
 from rowcast.contract.entry import Op
 
 if TYPE_CHECKING:
     from rowcast.producers.producer import Producer, Receipt, SyncProducer
 
+Queued = TypeVar("Queued", covariant=True)
+Committed = TypeVar("Committed", covariant=True)
+
+
+class WriteCall(Protocol[Queued, Committed]):
+    @overload
+    def __call__(
+        self, session: str, row: str, kind: str, body: Any,
+        *, wait: Literal[False] = False, timeout: float = 10.0,
+    ) -> Queued: ...  # fmt: skip
+    @overload
+    def __call__(
+        self, session: str, row: str, kind: str, body: Any,
+        *, wait: Literal[True], timeout: float = 10.0,
+    ) -> Committed: ...  # fmt: skip
+
 
 class Write:
-    """``producer.append``, ``upsert`` and ``extend``: one signature for the
-    three ops, and its return type follows ``wait`` (the stream id, or the
-    Receipt once the row is committed)."""
+    """``producer.append``, ``upsert`` and ``extend``: the op, bound to the
+    producer it is read from."""
 
     def __init__(self, op: Op) -> None:
         self.op = op
@@ -24,12 +45,12 @@ class Write:
     @overload
     def __get__(self, producer: None, owner: type) -> Write: ...
     @overload
-    def __get__(self, producer: Producer, owner: type) -> AsyncWrite: ...
-    @overload
-    def __get__(self, producer: SyncProducer, owner: type) -> SyncWrite: ...
     def __get__(
-        self, producer: Producer | SyncProducer | None, owner: type
-    ) -> Write | AsyncWrite | SyncWrite:
+        self, producer: Producer, owner: type
+    ) -> WriteCall[Awaitable[str], Awaitable[Receipt]]: ...
+    @overload
+    def __get__(self, producer: SyncProducer, owner: type) -> WriteCall[str, Receipt]: ...
+    def __get__(self, producer: Producer | SyncProducer | None, owner: type) -> Any:
         if producer is None:
             return self
         return producer.bind(self.op)
@@ -40,28 +61,6 @@ class AsyncWrite:
     producer: Producer
     op: Op
 
-    @overload
-    async def __call__(
-        self,
-        session: str,
-        row: str,
-        kind: str,
-        body: Any,
-        *,
-        wait: Literal[False] = False,
-        timeout: float = 10.0,
-    ) -> str: ...
-    @overload
-    async def __call__(
-        self,
-        session: str,
-        row: str,
-        kind: str,
-        body: Any,
-        *,
-        wait: Literal[True],
-        timeout: float = 10.0,
-    ) -> Receipt: ...
     async def __call__(
         self, session: str, row: str, kind: str, body: Any,
         *, wait: bool = False, timeout: float = 10.0,
@@ -74,28 +73,6 @@ class SyncWrite:
     producer: SyncProducer
     op: Op
 
-    @overload
-    def __call__(
-        self,
-        session: str,
-        row: str,
-        kind: str,
-        body: Any,
-        *,
-        wait: Literal[False] = False,
-        timeout: float = 10.0,
-    ) -> str: ...
-    @overload
-    def __call__(
-        self,
-        session: str,
-        row: str,
-        kind: str,
-        body: Any,
-        *,
-        wait: Literal[True],
-        timeout: float = 10.0,
-    ) -> Receipt: ...
     def __call__(
         self, session: str, row: str, kind: str, body: Any,
         *, wait: bool = False, timeout: float = 10.0,

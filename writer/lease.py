@@ -40,14 +40,17 @@ redis.call('SET', KEYS[3], mine .. fence)
 return fence
 """
 
-_RENEW = """
+# Compare-and-expire and compare-and-delete: a key (a lease, a job's lock)
+# is renewed or let go only by the holder that wrote it (ops' job lock uses
+# them too).
+RENEW_IF_HELD = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 """
 
-_RELEASE = """
+RELEASE_IF_HELD = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
@@ -79,8 +82,8 @@ class Lease:
         self._acquired = keys.acquired(shard)
         self._entries = keys.entries(shard)
         self._acquire = redis.register_script(_ACQUIRE)
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
+        self._renew = redis.register_script(RENEW_IF_HELD)
+        self._release = redis.register_script(RELEASE_IF_HELD)
         self._read = redis.register_script(_READ)
 
     async def acquire(self, attempt: str | None = None) -> int | None:

@@ -26,6 +26,7 @@ from rowcast.ops.admin.status import (
 )
 from rowcast.ops.admin.verify import verify
 from rowcast.ops.settings import Settings, env_number
+from rowcast.writer.lease import RELEASE_IF_HELD, RENEW_IF_HELD
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,8 @@ class JobConfig:
         c = cls(
             entries_maxlen=env_number(env, "ROWCAST_ENTRIES_MAXLEN", 1_000_000, low=0),
             entries_max_age_ms=env_number(env, "ROWCAST_ENTRIES_MAX_AGE_MS", None, low=1),
-            pending_stale_ms=env_number(env, "ROWCAST_PENDING_STALE_MS", 60_000, low=1) or 60_000,
-            writer_stuck_ms=env_number(env, "ROWCAST_WRITER_STUCK_MS", 60_000, low=1) or 60_000,
+            pending_stale_ms=env_number(env, "ROWCAST_PENDING_STALE_MS", 60_000, low=1),
+            writer_stuck_ms=env_number(env, "ROWCAST_WRITER_STUCK_MS", 60_000, low=1),
         )
         return replace(c, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -96,18 +97,6 @@ def trim_target(safe: StreamId | None, cuts: Sequence[StreamId | None]) -> Strea
     return min(max(wanted), safe)
 
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
-_EXTEND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-
-
 _WALK = """
 local r = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
 if #r == 0 then return false end
@@ -124,10 +113,10 @@ class JobLock:
         return bool(self.r.set(self.key, self.token, nx=True, px=self.ttl_ms))
 
     def extend(self) -> None:
-        self.r.eval(_EXTEND, 1, self.key, self.token, self.ttl_ms)
+        self.r.eval(RENEW_IF_HELD, 1, self.key, self.token, self.ttl_ms)
 
     def release(self) -> None:
-        self.r.eval(_RELEASE, 1, self.key, self.token)
+        self.r.eval(RELEASE_IF_HELD, 1, self.key, self.token)
 
 
 def _length_cut(
