@@ -202,3 +202,21 @@ async def test_several_sessions_on_one_socket_and_unsubscribe(redis_url, db_url,
         await ws.close()
         assert [c["change"] for c in ws.changes["two"]] == [1]
         assert [c["body"] for c in ws.changes["three"]] == [{"text": "three"}] * 2
+
+
+async def test_page_bounds_are_the_ones_the_error_names(redis_url, db_url, prefix):
+    # Every integer the error message allows is accepted; one past it is a 400.
+    async with (
+        writer(redis_url, db_url, prefix),
+        broadcaster(redis_url, db_url, prefix) as b,
+        producer(redis_url, prefix) as p,
+        httpx.AsyncClient() as http,
+    ):
+        await p.append("bounds", "r0", "user", {"text": "one"}, wait=True)
+        url = f"{b.base}/api/sessions/bounds/rows"
+        for value in ("1", "4611686018427387903", str(2**63 - 1)):
+            r = await http.get(url, params={"before": value}, timeout=30)
+            assert r.status_code == 200, (value, r.text)
+            assert [x["row"] for x in r.json()["rows"]] == ["r0"]
+        r = await http.get(url, params={"before": str(2**63)}, timeout=30)
+        assert r.status_code == 400 and "0..9223372036854775807" in r.json()["error"]

@@ -114,3 +114,23 @@ async def test_connections_are_capped_per_client_address(redis_url, db_url, pref
             await asyncio.sleep(0.05)
         assert (await http.get("/api/sessions")).status_code == 200
         assert await ws_status(b.ws_url) == 101
+
+
+async def test_connections_are_capped_per_process(redis_url, db_url, prefix):
+    async with (
+        broadcaster(redis_url, db_url, prefix, max_connections=3) as b,
+        httpx.AsyncClient(base_url=b.base, timeout=30) as http,
+    ):
+        sockets = [await websockets.connect(b.ws_url) for _ in range(3)]
+        try:
+            assert await ws_status(b.ws_url) == 503
+            r = await http.get("/api/sessions")
+            assert r.status_code == 503 and "too many" in r.json()["error"]
+        finally:
+            for s in sockets:
+                await s.close()
+        for _ in range(100):
+            if (await http.get("/api/sessions")).status_code == 200:
+                break
+            await asyncio.sleep(0.05)
+        assert (await http.get("/api/sessions")).status_code == 200
