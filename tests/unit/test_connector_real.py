@@ -113,3 +113,16 @@ def test_summaries_of_other_sessions_are_not_rows() -> None:
     rows = apply(feed_all(case))
     assert not [r for r in rows if r.startswith("summary:")]
     assert f"summary:{first['leafUuid']}" not in rows
+
+
+def test_an_api_error_written_as_an_assistant_line_is_a_system_row() -> None:
+    """Claude Code writes "Prompt is too long" as an assistant line (model
+    ``<synthetic>``, ``isApiErrorMessage``): the model never said it."""
+    case = next(c for c in MANIFEST if "acompact-51e7d1" in c["fixture"])
+    line = records(REAL / case["fixture"])[1][0]
+    assert line["isApiErrorMessage"] and line["message"]["model"] == "<synthetic>"
+    (op,) = claude_code.Mapper().feed(line, 0)
+    assert (op.row, op.kind) == (line["uuid"], "system")
+    assert op.body["text"] == "Prompt is too long"
+    assert (op.body["subtype"], op.body["error"]) == ("api_error", "invalid_request")
+    assert "model" not in op.body and "usage" not in op.body
