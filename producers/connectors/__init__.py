@@ -4,7 +4,8 @@
   with ``command`` (slash-command tags), ``prompts`` (the queue of prompts typed
   while the agent is busy), ``titles`` (summaries and titles of a session) and
   ``blocks`` (the text and token counts of an API message)
-- ``codex``: Codex's rollout files (``~/.codex/sessions/YYYY/MM/DD/rollout-*.jsonl``)
+- ``codex``: Codex's rollout files (``~/.codex/sessions/YYYY/MM/DD/rollout-*.jsonl``),
+  with ``codex_output`` (a tool output read back: failed or not, exit code, duration)
 - ``tail``: the file follower both use (offsets persisted, new files and lines followed)
 - ``row``: the row operation and the body helpers (clipping, the whole-body cap,
   sanitizing for jsonb)
