@@ -4,8 +4,9 @@ Claude Code writes one JSONL file per session under
 ``~/.claude/projects/<munged-cwd>/<session-uuid>.jsonl`` (``$CLAUDE_CONFIG_DIR/projects``
 when set); subagents write ``<session-uuid>/subagents/agent-<id>.jsonl`` (2.1) or
 ``agent-<id>.jsonl`` beside the sessions (2.0), and 1.x wrote them inline with
-``isSidechain``. The format is internal to Claude Code and changes between
-releases (tests/fixtures/real holds real files of 1.0.98, 2.0.28, 2.1.128 and
+``isSidechain``; 2.1's compaction runs as a subagent too (``agent-acompact-<id>``).
+The format is internal to Claude Code and changes between releases
+(tests/fixtures/real holds real files of 1.0.98, 2.0.28, 2.1.36, 2.1.128 and
 2.1.152); what we rely on:
 
 - every line is a JSON object with a ``type``. ``user`` and ``assistant`` lines wrap an
