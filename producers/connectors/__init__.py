@@ -2,8 +2,10 @@
 
 - ``claude_code``: Claude Code's session transcripts (``~/.claude/projects/**/*.jsonl``),
   with ``command`` (slash-command tags), ``prompts`` (the queue of prompts typed
-  while the agent is busy) and ``titles`` (summaries and titles of a session)
-- ``codex``: Codex's rollout files (``~/.codex/sessions/YYYY/MM/DD/rollout-*.jsonl``)
+  while the agent is busy), ``titles`` (summaries and titles of a session) and
+  ``blocks`` (the text and token counts of an API message)
+- ``codex``: Codex's rollout files (``~/.codex/sessions/YYYY/MM/DD/rollout-*.jsonl``),
+  with ``codex_output`` (a tool output read back: failed or not, exit code, duration)
 - ``tail``: the file follower both use (offsets persisted, new files and lines followed)
 - ``row``: the row operation and the body helpers (clipping, the whole-body cap,
   sanitizing for jsonb)
@@ -22,7 +24,8 @@ Row bodies share one small vocabulary, so a UI can render any source:
 | ``thinking`` | ``{"text", "ts"?}`` |
 | ``tool`` | ``{"name", "input", "status", "output"?, "exit_code"?, "duration_ms"?, …}`` |
 | ``command`` | ``{"text", "name", "args"?, "ts"?}``: a slash or ``!`` command the user ran |
-| ``system`` | ``{"text", "subtype"?, "ts"?}``; ``command_output``: what a command printed |
+| ``system`` | ``{"text", "subtype"?, "error"?, "ts"?}``; ``command_output``: what a command |
+| | printed; ``api_error``: an API error written in the model's place |
 | ``interruption`` | ``{"text", "reason"?, "ts"?}``: the user stopped the agent |
 | ``compaction`` | ``{"text", "ts"?}``: the summary that replaced older context |
 | ``summary`` | ``{"text", "title"?}``: a title of the session |

@@ -4,8 +4,9 @@ Claude Code writes one JSONL file per session under
 ``~/.claude/projects/<munged-cwd>/<session-uuid>.jsonl`` (``$CLAUDE_CONFIG_DIR/projects``
 when set); subagents write ``<session-uuid>/subagents/agent-<id>.jsonl`` (2.1) or
 ``agent-<id>.jsonl`` beside the sessions (2.0), and 1.x wrote them inline with
-``isSidechain``. The format is internal to Claude Code and changes between
-releases (tests/fixtures/real holds real files of 1.0.98, 2.0.28, 2.1.128 and
+``isSidechain``; 2.1's compaction runs as a subagent too (``agent-acompact-<id>``).
+The format is internal to Claude Code and changes between releases
+(tests/fixtures/real holds real files of 1.0.98, 2.0.28, 2.1.36, 2.1.128 and
 2.1.152); what we rely on:
 
 - every line is a JSON object with a ``type``. ``user`` and ``assistant`` lines wrap an
@@ -37,10 +38,13 @@ duplicates a row):
 | ``bash_progress`` / ``agent_progress`` of that call | same | upsert, ``running`` | ``tool`` |
 | ``tool_result`` block | its ``tool_use_id`` | upsert, ``completed`` or ``failed`` | ``tool`` |
 | ``system`` with text | ``uuid`` | append | ``system`` |
+| assistant line with ``isApiErrorMessage`` | ``uuid`` | append | ``system`` |
 | ``summary`` of a ``leafUuid`` in this file | ``summary:leafUuid`` | upsert | ``summary`` |
 | ``ai-title`` / ``custom-title`` | ``title`` | upsert | ``summary`` |
 
-Command output rows have ``subtype: "command_output"``; a queued prompt's row has
+Command output rows have ``subtype: "command_output"``; an API error Claude Code
+wrote in the model's place (model ``<synthetic>``: "Prompt is too long", …) has
+``subtype: "api_error"`` and the ``error`` code; a queued prompt's row has
 ``queued: true`` until the prompt is delivered; title rows have ``title`` (the
 record type); assistant rows carry ``model`` and ``usage`` (the API's token counts,
 repeated on every row of one API message, whose id is ``message``).
@@ -72,6 +76,7 @@ from pathlib import Path
 from typing import Any
 
 from rowcast.producers.connectors import command
+from rowcast.producers.connectors.blocks import flatten, text_of, usage
 from rowcast.producers.connectors.prompts import Queue
 from rowcast.producers.connectors.row import RowOp, clipped_input, text_body, tool_body
 from rowcast.producers.connectors.tail import Source
@@ -115,36 +120,6 @@ def session_of(path: Path, root: Path) -> str | None:
 def subagent_session(session: str, agent: str) -> str:
     """The session id of a subagent's transcript (2.1's ``subagents/agent-<id>.jsonl``)."""
     return f"{NAME}:{session}:agent-{agent}"
-
-
-def flatten(content: Any) -> str:
-    """Text of a tool result's ``content``: a string or a list of text/image blocks."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for block in content:
-            if isinstance(block, dict):
-                if block.get("type") == "text":
-                    parts.append(str(block.get("text", "")))
-                elif block.get("type") == "image":
-                    parts.append("[image]")
-                else:
-                    parts.append(f"[{block.get('type', 'block')}]")
-            else:
-                parts.append(str(block))
-        return "\n".join(parts)
-    return str(content)
-
-
-def _usage(message: dict[str, Any]) -> dict[str, int] | None:
-    usage = message.get("usage")
-    if not isinstance(usage, dict):
-        return None
-    kept = {k: v for k, v in usage.items() if k.endswith("_tokens") and isinstance(v, int)}
-    return kept or None
 
 
 class Mapper:
@@ -297,6 +272,8 @@ class Mapper:
             content = [{"type": "text", "text": content}]
         if not isinstance(content, list):
             return []
+        if rec.get("isApiErrorMessage") and isinstance(uuid, str):
+            return self._api_error(rec, uuid, content, ts)
         if not isinstance(uuid, str):
             # No line id: fall back on the API message id. Lines that share it are
             # streaming updates of the same text, hence upserts.
@@ -304,16 +281,12 @@ class Mapper:
             if not isinstance(mid, str):
                 log.debug("claude-code: assistant record without uuid or message id skipped")
                 return []
-            text = "\n".join(
-                str(b.get("text", ""))
-                for b in content
-                if isinstance(b, dict) and b.get("type") == "text"
-            )
+            text = text_of(content)
             streaming = message.get("stop_reason") is None
             body = text_body(text, model=model, ts=ts, streaming=streaming)
             return [RowOp("upsert", mid, "assistant", body)]
-        usage = _usage(message)
-        mid = message.get("id") if usage else None
+        tokens = usage(message)
+        mid = message.get("id") if tokens else None
         ops: list[RowOp] = []
         shown = [
             b for b in content if isinstance(b, dict) and b.get("type") in ("text", "thinking")
@@ -326,7 +299,7 @@ class Mapper:
             if btype == "text":
                 text = str(block.get("text") or "")
                 if text.strip():
-                    body = text_body(text, model=model, usage=usage, message=mid, ts=ts)
+                    body = text_body(text, model=model, usage=tokens, message=mid, ts=ts)
                     ops.append(RowOp("append", row, "assistant", self._flags(rec, body)))
             elif btype == "thinking":
                 text = str(block.get("thinking") or "")
@@ -338,6 +311,17 @@ class Mapper:
             else:
                 log.debug("claude-code: skipping a %r block", btype)
         return ops
+
+    def _api_error(
+        self, rec: dict[str, Any], uuid: str, content: list[Any], ts: Any
+    ) -> list[RowOp]:
+        """An error Claude Code wrote in the model's place ("Prompt is too long", …)."""
+        text = text_of(content)
+        if not text.strip():
+            return []
+        error = rec.get("error") if isinstance(rec.get("error"), str) else None
+        body = text_body(text, subtype="api_error", error=error, ts=ts)
+        return [RowOp("append", uuid, "system", self._flags(rec, body))]
 
     def _tool_use(self, rec: dict[str, Any], block: dict[str, Any], ts: Any) -> RowOp:
         call = block.get("id")

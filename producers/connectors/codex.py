@@ -38,13 +38,12 @@ appended to, so the id is stable across re-reads. Tool calls use their ``call_id
 A call's result appears twice (``exec_command_end`` and the ``function_call_output``
 mirror): the first one completes the row, the second is ignored. Codex does not
 keep a call's ``success`` flag in the rollout, so a result says whether it failed
-only in its text, in one of the shapes Codex has written (tests/fixtures/real):
-a JSON text ``{"output", "metadata": {"exit_code", "duration_seconds"}}`` (0.4x-0.5x),
-a header ``Exit code: N / Wall time: S seconds / Output:`` (0.6x), the unified-exec
-header ``Chunk ID / Wall time / Process exited with code N / Output:`` (0.1xx), the
-``exec_command_end`` event (``exit_code``, ``duration``), or an error text
-(``failed in sandbox …``, ``execution error: …``, ``patch rejected by user``, …).
-A non-zero exit code or an error text is ``failed``; the exit code and the
+only in its text, in one of the shapes Codex has written (read in
+``codex_output``): a JSON text with ``metadata.exit_code``, an ``Exit code: N`` or
+unified-exec header, the ``exec_command_end`` event, or one of Codex's own error
+texts (``failed in sandbox … exit code: N``, ``execution error: …``, ``patch
+rejected by user``, apply_patch's ``error: …``, an MCP tool's ``tool call error:
+…``). A non-zero exit code or an error text is ``failed``; the exit code and the
 duration (``exit_code``, ``duration_ms``) are kept in the tool body.
 
 An assistant row gets the ``usage`` of the ``token_count`` event that follows it
@@ -67,10 +66,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rowcast.producers.connectors.codex_output import Result, duration, output
+from rowcast.producers.connectors.codex_output import text as content_text
 from rowcast.producers.connectors.row import RowOp, clipped_input, text_body, tool_body
 from rowcast.producers.connectors.tail import Source
 
@@ -92,22 +92,6 @@ _SCAFFOLDING = (
     "<turn_aborted>",
 )
 _IDE_REQUEST = "## My request for Codex:"
-_FAILURE_TEXT = (
-    "failed in sandbox",
-    "execution error:",
-    "patch rejected by user",
-    "exec command rejected by user",
-    "command timed out",
-    "aborted by user",
-)
-_HEADER = re.compile(
-    r"(?:Command: [^\n]*\n)?(?:Chunk ID: [^\n]*\n)?"
-    r"(?:Exit code: (?P<exit>-?\d+)\n)?"
-    r"(?:Wall time: (?P<wall>[0-9.]+) seconds\n)?"
-    r"(?:Process exited with code (?P<code>-?\d+)\n|Process running with session ID [^\n]*\n)?"
-    r"(?:Original token count: [^\n]*\n)?(?:Total output lines: [^\n]*\n)?"
-    r"Output:\n"
-)
 _ITEM_TYPES = frozenset(
     {
         "message",
@@ -145,83 +129,6 @@ def session_of(path: Path, root: Path) -> str | None:
         return None
     m = _ROLLOUT.search(path.stem)
     return f"{NAME}:{m.group(1) if m else path.stem}"
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    parts = []
-    for item in content if isinstance(content, list) else []:
-        if not isinstance(item, dict):
-            continue
-        if item.get("type") in ("input_text", "output_text", "text", "summary_text"):
-            parts.append(str(item.get("text", "")))
-        elif item.get("type") in ("input_image", "image"):
-            parts.append("[image]")
-    return "\n".join(parts)
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """A tool output as Codex wrote it, read back."""
-
-    text: str
-    failed: bool
-    exit_code: int | None = None
-    duration_ms: int | None = None
-
-
-def _ms(seconds: Any) -> int | None:
-    try:
-        return round(float(seconds) * 1000)
-    except (TypeError, ValueError):
-        return None
-
-
-def _failed_text(text: str) -> bool:
-    return text.lstrip().lower().startswith(_FAILURE_TEXT)
-
-
-def _output(output: Any) -> Result:
-    """A tool output's text, whether it reports a failure, its exit code and duration."""
-    if isinstance(output, dict):  # older releases: {"content": ..., "success": bool}
-        text = _text(output.get("content"))
-        return Result(text, output.get("success") is False or _failed_text(text))
-    if isinstance(output, list):
-        text = _text(output)
-        return Result(text, _failed_text(text))
-    text = "" if output is None else str(output)
-    if text.startswith("{") and '"output"' in text:  # 0.4x-0.5x: JSON with metadata
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = None
-        if isinstance(data, dict) and isinstance(data.get("output"), str):
-            meta: dict[str, Any] = (
-                data["metadata"] if isinstance(data.get("metadata"), dict) else {}
-            )
-            code = meta.get("exit_code")
-            code = code if isinstance(code, int) and not isinstance(code, bool) else None
-            out = data["output"]
-            failed = code not in (0, None) or _failed_text(out)
-            return Result(out, failed, code, _ms(meta.get("duration_seconds")))
-    m = _HEADER.match(text)
-    if m and (m["exit"] or m["code"] or m["wall"]):  # 0.6x and unified exec: a text header
-        raw = m["exit"] or m["code"]
-        code = int(raw) if raw is not None else None
-        out = text[m.end() :]
-        return Result(out, code not in (0, None), code, _ms(m["wall"]))
-    return Result(text, _failed_text(text))
-
-
-def _duration(value: Any) -> int | None:
-    """``exec_command_end``'s duration: ``{"secs", "nanos"}`` (serde's Duration) or seconds."""
-    if isinstance(value, dict):
-        secs, nanos = value.get("secs"), value.get("nanos")
-        if isinstance(secs, int) and isinstance(nanos, int):
-            return secs * 1000 + nanos // 1_000_000
-        return None
-    return _ms(value) if isinstance(value, int | float) else None
 
 
 def _user_text(text: str) -> str:
@@ -288,7 +195,7 @@ class Mapper:
         row = f"@{offset}"
         if itype == "message":
             role = item.get("role")
-            text = _text(item.get("content"))
+            text = content_text(item.get("content"))
             if role == "user":
                 if text.lstrip().startswith(_SCAFFOLDING):
                     return []
@@ -304,7 +211,7 @@ class Mapper:
                 return [RowOp("append", row, "assistant", body)]
             return []  # developer / system: instructions, not turns
         if itype == "reasoning":
-            text = _text(item.get("summary"))
+            text = content_text(item.get("summary"))
             if not text.strip():  # encrypted only
                 return []
             return [RowOp("append", row, "thinking", text_body(text, ts=ts))]
@@ -316,7 +223,7 @@ class Mapper:
             call = item.get("call_id") or item.get("id")
             return self._call(call, "local_shell", {"command": action.get("command")}, ts)
         if itype in ("function_call_output", "custom_tool_call_output"):
-            return self._finish(item.get("call_id"), _output(item.get("output")), ts)
+            return self._finish(item.get("call_id"), output(item.get("output")), ts)
         if itype == "web_search_call":
             body = tool_body("web_search", item.get("action"), "completed", ts=ts)
             return [RowOp("append", row, "tool", body)]
@@ -380,7 +287,7 @@ class Mapper:
                 out = "".join(s for s in (ev.get("stdout"), ev.get("stderr")) if isinstance(s, str))
             code = code if isinstance(code, int) else None
             failed = code not in (0, None) or ev.get("status") in ("failed", "declined")
-            result = Result(out, failed, code, _duration(ev.get("duration")))
+            result = Result(out, failed, code, duration(ev.get("duration")))
             command = {"name": "shell", "input": {"command": ev.get("command")}}
             return self._finish(call, result, ts, fallback=command)
         if etype == "patch_apply_end":

@@ -245,20 +245,20 @@ def test_claude_prompt_queued_while_busy_is_shown_at_once_and_only_once() -> Non
 
 
 def test_claude_compaction_summary_is_its_own_kind() -> None:
-    # isCompactSummary / isVisibleInTranscriptOnly user line (field names from Claude Code 2.x)
-    rec = _cc(
-        "c-1",
-        "user",
-        "This session is being continued from a previous conversation that ran out of context.",
-        isCompactSummary=True,
-        isVisibleInTranscriptOnly=True,
+    # the isCompactSummary / isVisibleInTranscriptOnly user line of a real 2.1.36 file
+    rec = real_line(
+        REAL / "claude_code" / "cc-2.1.36-subagent-compaction-progress.jsonl",
+        '"isCompactSummary":true',
     )
     (op,) = claude_code.Mapper().feed(rec, 0)
-    assert (op.kind, op.row) == ("compaction", "c-1")
+    assert (op.kind, op.row) == ("compaction", rec["uuid"])
+    assert op.body["text"].startswith("This session is being continued")
 
 
 def test_claude_blank_text_is_dropped() -> None:
-    rec = _cc("a-1", "assistant", [{"type": "text", "text": "\n\n"}])
+    # a real assistant line of 2.1.36 whose only block is the text "\n\n"
+    rec = real_line(REAL / "claude_code" / "agent-acompact-6da528.jsonl", '"text":"\\n\\n"}')
+    assert rec["message"]["content"] == [{"type": "text", "text": "\n\n"}]
     assert claude_code.Mapper().feed(rec, 0) == []
 
 

@@ -113,3 +113,47 @@ def test_summaries_of_other_sessions_are_not_rows() -> None:
     rows = apply(feed_all(case))
     assert not [r for r in rows if r.startswith("summary:")]
     assert f"summary:{first['leafUuid']}" not in rows
+
+
+def test_an_api_error_written_as_an_assistant_line_is_a_system_row() -> None:
+    """Claude Code writes "Prompt is too long" as an assistant line (model
+    ``<synthetic>``, ``isApiErrorMessage``): the model never said it."""
+    case = next(c for c in MANIFEST if "acompact-51e7d1" in c["fixture"])
+    line = records(REAL / case["fixture"])[1][0]
+    assert line["isApiErrorMessage"] and line["message"]["model"] == "<synthetic>"
+    (op,) = claude_code.Mapper().feed(line, 0)
+    assert (op.row, op.kind) == (line["uuid"], "system")
+    assert op.body["text"] == "Prompt is too long"
+    assert (op.body["subtype"], op.body["error"]) == ("api_error", "invalid_request")
+    assert "model" not in op.body and "usage" not in op.body
+
+
+def test_codex_error_texts_of_a_2025_rollout_are_failures() -> None:
+    """Real outputs of a rollout without envelope (2025-09-10): an MCP tool's "tool call
+    error: …", apply_patch's "error: Failed to find expected lines …", and "failed in
+    sandbox … exit code: 1, stdout: …", whose exit code is kept."""
+    case = next(c for c in MANIFEST if "legacy-string-outputs" in c["fixture"])
+    rows = apply(feed_all(case))
+    mcp = rows["call_0buWmmEYNZqteH4lF3WCglBB"][1]
+    assert mcp["output"].startswith("tool call error:") and mcp["status"] == "failed"
+    patch = rows["call_kTssyblCLaxCji2CluN4RNDn"][1]
+    assert patch["output"].startswith("error: Failed to find expected lines")
+    assert patch["status"] == "failed"
+    sandbox = rows["call_VdZx66nLNfPJ7Nv7USk4j7zz"][1]
+    assert sandbox["output"].startswith("failed in sandbox")
+    assert (sandbox["status"], sandbox["exit_code"]) == ("failed", 1)
+    plan = rows["call_TyytImVLpcPjtfPSBX4yCxlX"][1]  # a plain output that is no error
+    assert (plan["output"], plan["status"]) == ("Plan updated", "completed")
+
+
+def test_a_command_that_prints_error_and_exits_0_is_not_failed() -> None:
+    """Codex's "error: …" is a failure only as the whole output of a call, not as the
+    output of a command that exited 0 (the 0.58 JSON shape)."""
+    meta = '"metadata":{"exit_code":0,"duration_seconds":0.1}'
+    ok = '{"output":"error: nothing to commit\\n",' + meta + "}"
+    m = codex.Mapper()
+    call = {"type": "function_call", "name": "shell", "arguments": "{}", "call_id": "c1"}
+    m.feed({"type": "response_item", "payload": call}, 0)
+    out = {"type": "function_call_output", "call_id": "c1", "output": ok}
+    (op,) = m.feed({"type": "response_item", "payload": out}, 1)
+    assert (op.body["status"], op.body["exit_code"]) == ("completed", 0)
