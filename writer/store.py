@@ -39,6 +39,14 @@ def sql(name: str) -> bytes:
 
 _ADVANCE = "SELECT rowcast.advance(%s, %s, %s, %s, %s, %s)"
 
+SMALL_BATCH = 64
+"""Merged rows up to which a batch runs apply_batch's cached (generic) plan:
+its best plan is the same index lookups whatever the size, and planning it
+afresh costs more than running it. A larger batch is planned for its own
+size (migration 0007)."""
+
+_PLAN_MODE = "SELECT set_config('plan_cache_mode', %s, false)"
+
 
 def translate(e: psycopg.Error) -> RowcastError:
     """One place where driver errors become rowcast's."""
@@ -60,6 +68,7 @@ class Store:
         self.stream = stream
         self.max_body = max_body
         """The largest body an extend may grow a row to (as PostgreSQL prints it)."""
+        self._plan_mode: str | None = None
 
     @classmethod
     async def connect(
@@ -123,6 +132,7 @@ class Store:
         offsets = (self.stream, fence, *first, *last)
         todo = plans(valid)
         try:
+            await self._plan_mode_for(todo)
             try:
                 if len(todo) <= 1:
                     # One statement, its own transaction: one round trip.
@@ -147,6 +157,15 @@ class Store:
                 return pieces, rejected
         except psycopg.Error as e:
             raise translate(e) from e
+
+    async def _plan_mode_for(self, todo: Sequence[Plan]) -> None:
+        """Set outside any transaction (no rollback can undo it), and only when
+        the batches change size class: one round trip then, none otherwise."""
+        large = any(len(p.merged) > SMALL_BATCH for p in todo)
+        mode = "force_custom_plan" if large else "force_generic_plan"
+        if mode != self._plan_mode:
+            await self.conn.execute(_PLAN_MODE, (mode,))
+            self._plan_mode = mode
 
     async def _run(self, p: Plan, offsets: tuple[Any, ...] | None) -> list[Result]:
         params: dict[str, Any] = dict(p.arrays())

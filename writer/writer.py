@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -250,8 +251,9 @@ class ShardWriter:
 
     async def _reader(self, q: asyncio.Queue[Items | None], stop: asyncio.Event) -> None:
         cfg = self.cfg
+        linger = cfg.linger_ms / 1000
         last_id = await self._last_delivered()
-        busy = False
+        last_items = -math.inf  # when the last read that found entries ended
         drained = False
         while not stop.is_set() and not self._handing_over():
             if drained:
@@ -265,17 +267,19 @@ class ShardWriter:
             items = await self.lease.read(cfg.batch_max)
             raise_if_cancelled()
             if not items:
-                busy = False
                 drained = True
                 continue
-            # Linger only while entries keep coming (the read before this one
-            # found some too): an entry that arrives at an idle shard has
-            # nobody to share a batch with, and waiting would only delay it.
-            if busy and cfg.linger_ms and len(items) < cfg.batch_max and not _asks_receipt(items):
-                await asyncio.sleep(cfg.linger_ms / 1000)
+            # Linger only while entries come faster than the linger window (the
+            # last ones came less than two windows ago): then waiting one window
+            # gathers more. An entry that reaches a quiet shard has nobody to
+            # share a batch with, and waiting would only delay it.
+            now = time.monotonic()
+            busy = now - last_items < 2 * linger
+            if busy and len(items) < cfg.batch_max and not _asks_receipt(items):
+                await asyncio.sleep(linger)
                 items += await self.lease.read(cfg.batch_max - len(items))
                 raise_if_cancelled()
-            busy = True
+            last_items = time.monotonic()
             drained = len(items) < cfg.batch_max
             last_id = items[-1][0]
             for chunk in split_by_size(items, cfg.batch_bytes):

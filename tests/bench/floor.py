@@ -15,9 +15,11 @@ XADD is sent:
 - publish: the after-commit script (rows stream, PUBLISH, receipts, XACK);
 - seen: the message reaches a subscriber.
 
-Each stage is reported as p50/p99 of its own duration, and "seen" as the
-total. The timers wrap methods from outside (this file only), so the writer
-runs unchanged. Needs ROWCAST_REDIS_URL (one server) and an admin
+Each stage is reported as p50/p99 of its own duration, with the hand-overs
+between them ("to commit": from the read to the commit's start, through the
+reader's queue; "to subscriber": from the script's answer to the message's
+arrival), and "seen" as the total. The timers wrap methods from outside
+(this file only), so the writer runs unchanged. Needs ROWCAST_REDIS_URL (one server) and an admin
 ROWCAST_DATABASE_URL; its own database and key prefix. Loopback only, bounded.
 """
 
@@ -44,7 +46,10 @@ from rowcast.writer.publish import Publisher
 from rowcast.writer.store import Store
 from tests import databases
 
-STAGES = ("wake", "read", "commit", "publish", "seen")
+STAGES = (
+    "wake", "to read", "read", "to commit", "commit", "to publish", "publish", "to subscriber",
+    "seen",
+)  # fmt: skip
 
 
 class Marks:
@@ -64,13 +69,25 @@ class Marks:
 
 
 def _stages(marks: list[tuple[str, float, float]], sent: float, seen: float) -> dict[str, float]:
-    """The first of each stage that ended after the XADD was sent (the
-    reader's next, empty read runs beside the commit: not the entry's)."""
-    out: dict[str, float] = {}
+    """Consecutive segments from the XADD to the subscriber, so they add up
+    to "seen": each stage's own time and the hand-over before the next. The
+    first of each stage that ended after the XADD was sent is the entry's
+    (the reader's next, empty read runs beside the commit)."""
+    first: dict[str, tuple[float, float]] = {}
     for stage, start, end in marks:
-        if end < sent or stage in out:
+        if end >= sent and stage not in first:
+            first[stage] = (start, end)
+    out: dict[str, float] = {}
+    at = sent
+    for stage in ("wake", "read", "commit", "publish"):
+        if stage not in first:
             continue
-        out[stage] = end - (sent if stage == "wake" else start)
+        start, end = first[stage]
+        if stage != "wake":
+            out[f"to {stage}"] = max(0.0, start - at)
+        out[stage] = end - max(start, at)
+        at = end
+    out["to subscriber"] = seen - at
     out["seen"] = seen - sent
     return out
 
@@ -151,7 +168,7 @@ def main() -> None:
     for stage in STAGES:
         if stage in result:
             p50, p99 = result[stage]
-            print(f"  {stage:8} {p50:7.2f} / {p99:7.2f}")
+            print(f"  {stage:14} {p50:7.2f} / {p99:7.2f}")
 
 
 if __name__ == "__main__":
