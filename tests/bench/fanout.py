@@ -36,14 +36,17 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import httpx
 import orjson
 from redis.asyncio import Redis
 
 from rowcast.contract.connection import async_client
+from rowcast.contract.entry import Entry
 from rowcast.contract.keys import Keys
 from rowcast.ops.schema.migrate import migrate
 from rowcast.producers import Producer, make_entry
@@ -211,9 +214,13 @@ async def _worker(config: dict[str, Any]) -> None:
             answer({"ok": True})
         elif cmd["cmd"] == "wait":
             targets: dict[str, int] = cmd["targets"]
+            deadline = time.monotonic() + cmd.get("timeout", float("inf"))
             while any(c.cursor < targets.get(c.session, 0) for c in clients):
+                if time.monotonic() > deadline:  # a stack that loses changes
+                    break
                 await asyncio.sleep(0.05)
-            answer(stats)
+            behind = sum(c.cursor < targets.get(c.session, 0) for c in clients)
+            answer({**stats, "behind": behind})
         elif cmd["cmd"] == "quit":
             break
     for t in tasks:
@@ -344,7 +351,13 @@ async def _fanout(p: Producer, sessions: list[str], entries: int) -> None:
         await p.push_many(batch)
 
 
-async def _steady(p: Producer, sessions: list[str], rate: int, seconds: float) -> int:
+class Pusher(Protocol):
+    """What ``_steady`` pushes through: a Producer, or the peer's publisher."""
+
+    async def push_many(self, entries: Sequence[Entry]) -> list[str]: ...
+
+
+async def _steady(p: Pusher, sessions: list[str], rate: int, seconds: float) -> int:
     """Appends at ``rate`` per second, in 10 ms ticks on an absolute schedule."""
     tick = 0.01
     start = time.monotonic()
@@ -399,7 +412,23 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class Pipeline:
+    """A running ``rowcast writer`` and ``rowcast broadcaster`` on ``port``."""
+
+    port: int
+    writer: subprocess.Popen[bytes]
+    broadcaster: subprocess.Popen[bytes]
+    producer: Producer
+    redis_url: str
+    prefix: str
+
+
+@contextlib.asynccontextmanager
+async def pipeline(clients: int) -> AsyncIterator[Pipeline]:
+    """The real pipeline on its own database and key prefix, sized for
+    ``clients`` WebSocket clients; stopped and cleaned up afterwards. Wait for
+    it with ``wait_ready(pipe.port)``."""
     redis_url = os.environ.get("ROWCAST_REDIS_URL", "redis://127.0.0.1:6379/0")
     admin = os.environ.get("ROWCAST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     name = databases.create(admin, "rowcast_bbench")
@@ -410,7 +439,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROWCAST_")}
     env.update(ROWCAST_REDIS_URL=redis_url, ROWCAST_DATABASE_URL=db, ROWCAST_PREFIX=prefix)
     # Every client comes from 127.0.0.1: lift the per-address cap above them.
-    env["ROWCAST_MAX_CONNECTIONS_PER_CLIENT"] = str(args.clients + 100)
+    env["ROWCAST_MAX_CONNECTIONS_PER_CLIENT"] = str(clients + 100)
     quiet = ["--log-level", "WARNING"]
     procs = [
         subprocess.Popen([ROWCAST, "writer", *quiet], env=env),
@@ -418,6 +447,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     redis = cast(Redis, async_client(redis_url))  # one server or a cluster
     producer = Producer(redis, prefix=prefix)
+    try:
+        yield Pipeline(port, procs[0], procs[1], producer, redis_url, prefix)
+    finally:
+        stop_all(list(reversed(procs)))
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=1000)]
+        if keys:
+            await redis.delete(*keys)
+        await producer.close()
+        databases.drop(admin, name)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    async with pipeline(args.clients) as pipe:
+        return await _measure(args, pipe)
+
+
+async def _measure(args: argparse.Namespace, pipe: Pipeline) -> dict[str, Any]:
+    producer, port, redis_url, prefix = pipe.producer, pipe.port, pipe.redis_url, pipe.prefix
     workers: _Workers | None = None
     sessions = [f"bench-{i:03d}" for i in range(args.sessions)]
     out: dict[str, Any] = {"clients": args.clients, "sessions": args.sessions}
@@ -479,12 +526,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if workers is not None:
             await workers.stop()
-        stop_all(list(reversed(procs)))
-        keys = [k async for k in redis.scan_iter(match=f"{prefix}:*", count=1000)]
-        if keys:
-            await redis.delete(*keys)
-        await producer.close()
-        databases.drop(admin, name)
     return out
 
 
