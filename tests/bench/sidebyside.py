@@ -49,7 +49,7 @@ from rowcast.contract.change import Change
 from rowcast.contract.connection import async_client
 from rowcast.contract.entry import Entry
 from rowcast.producers import make_entry
-from tests.bench import fanout, peer
+from tests.bench import clients, fanout, peer
 
 
 @dataclass
@@ -94,7 +94,7 @@ def _pin(pid: int, cpus: set[int]) -> None:
             os.sched_setaffinity(int(tid), cpus)
 
 
-async def _warm_peer(pub: PeerPublisher, workers: fanout._Workers, sessions: list[str]) -> None:
+async def _warm_peer(pub: PeerPublisher, workers: clients.Workers, sessions: list[str]) -> None:
     """Pub/sub keeps nothing: publish marks until every client has one."""
     waiting = asyncio.ensure_future(
         workers.ask({"cmd": "wait", "targets": dict.fromkeys(sessions, 1), "timeout": 60})
@@ -115,7 +115,7 @@ async def _measure(
     pipe: fanout.Pipeline | None,
 ) -> dict[str, Any]:
     sessions = [f"{server.name}{rate}-{i:03d}" for i in range(args.sessions)]
-    workers = await fanout._Workers.start(server.port, sessions, args.clients, args.workers)
+    workers = await clients.Workers.start(server.port, sessions, args.clients, args.workers)
     try:
         if args.pin:
             for p in workers.procs:
@@ -252,7 +252,7 @@ def main() -> None:
         print(f"peer venv: {args.peer_venv} ...", file=sys.stderr, flush=True)
         peer_python, why = peer.ensure_venv(args.peer_venv)
         print(f"peer venv: {why}", file=sys.stderr, flush=True)
-    fanout._raise_nofile()
+    clients.raise_nofile()
     rows, skipped = fanout.loop_runner()(run(args, peer_python))
     why = skipped or why
     print(

@@ -50,16 +50,8 @@ from redis.asyncio import Redis
 from rowcast.ops.embedded import servers
 from rowcast.ops.schema.migrate import migrate
 from rowcast.producers import Producer, make_entry
-from tests.bench.fanout import (
-    _Client,
-    _free_port,
-    _pct,
-    _raise_nofile,
-    loop_runner,
-    stop_all,
-    wait_ready,
-)
-from tests.bench.fanout import _Workers as _FanoutWorkers
+from tests.bench.clients import Client, Workers, raise_nofile
+from tests.bench.fanout import _free_port, _pct, loop_runner, stop_all, wait_ready
 
 ROWCAST = str(Path(sys.executable).parent / "rowcast")
 ROW = "answer"
@@ -68,7 +60,7 @@ ROW = "answer"
 # ---------------------------------------------------------------- clients
 
 
-class _Watcher(_Client):
+class _Watcher(Client):
     """A lean WebSocket client (fanout's) that logs when each revision of the
     answer row arrives and counts the bytes it is sent."""
 
@@ -138,7 +130,7 @@ async def _worker(config: dict[str, Any]) -> None:
         t.cancel()
 
 
-class _Workers(_FanoutWorkers):
+class _Workers(Workers):
     """fanout's client processes, running this module's watchers."""
 
     @classmethod
@@ -373,7 +365,7 @@ def main() -> None:
     ap.add_argument("--modes", default="extend,upsert,throttled")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    _raise_nofile()
+    raise_nofile()
     runner = loop_runner()
     if args.worker:
         runner(_worker(orjson.loads(args.worker)))
