@@ -5,8 +5,9 @@ reading.
 - ``serve_feed`` registers the connection, runs its sender (the outbox) and
   its listener (the client's side) until either ends, and unregisters it.
 - A send that does not complete within ``stall`` seconds means the client
-  stopped reading altogether (however little waits): it is closed with
-  ``resync``, as a slow one is, and resumes from its cursor.
+  stopped reading altogether (however little waits): the runtime's watchdog
+  closes it with ``resync`` (``Outbox.check_stall``), as a slow one is, and
+  it resumes from its cursor.
 - Telling a client why it is closed takes at most FINISH_TIMEOUT: a stalled
   client never reads it.
 """
@@ -16,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from starlette.websockets import WebSocketDisconnect
 
 from rowcast.broadcaster.auth import Grant
-from rowcast.broadcaster.outbox import GONE, RESYNC, Outbox, Sink
+from rowcast.broadcaster.outbox import GONE, Outbox, Sink
 from rowcast.broadcaster.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def new_outbox(rt: Runtime, sink: Sink, grant: Grant, idle: float | None = None)
     c = rt.config
     return Outbox(
         sink, rt.metrics, rt.ticker, max_batch=c.max_batch, limit=c.queue_max,
-        idle=idle, collapse=c.collapse, expires_at=grant.expires_at,
+        idle=idle, collapse=c.collapse, expires_at=grant.expires_at, stall=c.stall_s,
     )  # fmt: skip
 
 
@@ -65,18 +66,6 @@ async def serve_feed(
                 await t
         rt.outboxes.discard(outbox)
         rt.metrics.connections.labels(kind).dec()
-
-
-async def send_within(rt: Runtime, outbox: Outbox, write: Awaitable[None]) -> None:
-    """One write to the client, or the connection's end when it stalls."""
-    try:
-        async with asyncio.timeout(rt.config.stall_s):
-            await write
-    except TimeoutError:
-        log.info("client stopped reading for %.0f s: resync", rt.config.stall_s)
-        rt.metrics.stalls.inc()
-        rt.metrics.resyncs.inc()
-        outbox.close(RESYNC)
 
 
 @contextlib.asynccontextmanager

@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import KW_ONLY, InitVar, dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from rowcast.broadcaster.coalesce import Pending
 from rowcast.broadcaster.item import Item
@@ -85,6 +85,9 @@ class Outbox:
     """Seconds of silence after which the sink is pinged (None: never)."""
     collapse: InitVar[bool] = True
     expires_at: float | None = None
+    stall: float | None = None
+    """Seconds one write may take before the client counts as stalled (None:
+    no limit); the process's watchdog (``check_stall``) enforces it."""
     reason: str | None = field(default=None, init=False)
     """Why the connection is ending; None while it serves."""
     on_close: Callable[[], None] | None = field(default=None, init=False)
@@ -99,6 +102,9 @@ class Outbox:
         self._scheduled = False
         self._sending = False
         self._flushed_at = -1e18
+        self._writing_since: float | None = None
+        self._stalled = False
+        self._task: asyncio.Task[None] | None = None
 
     def put(self, session: str, items: list[Item]) -> None:
         if self.reason is not None or not items:
@@ -176,6 +182,7 @@ class Outbox:
     async def run(self) -> None:
         """The sender: until close(), then tell the client why (``Sink.finish``)."""
         loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
         expiry = None
         if self.expires_at is not None:
             expiry = loop.call_later(max(0.0, self.expires_at - time.time()), self.close, EXPIRED)
@@ -196,15 +203,50 @@ class Outbox:
                 self._room.set()
                 self._sending = True
                 try:
-                    await self.sink.send(batches)
+                    if not await self._write(self.sink.send(batches)):
+                        return
                 finally:
                     self._sending = False
                 self.metrics.frames.inc(len(batches))
                 self.metrics.changes_out.inc(sum(len(b[1]) for b in batches))
                 continue
             idle = self.idle if not p.count else None
-            if await self._sleep(idle) and not p.count and self.reason is None:
-                await self.sink.idle()
+            quiet = await self._sleep(idle) and not p.count and self.reason is None
+            if quiet and not await self._write(self.sink.idle()):
+                return
+
+    async def _write(self, write: Coroutine[Any, Any, None]) -> bool:
+        """One write to the client; False when the watchdog found it stalled
+        (its cancellation is absorbed here: the connection ends with resync)."""
+        self._writing_since = time.monotonic()
+        try:
+            await write
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self._stalled or task is None or task.uncancel() > 0:
+                raise
+            return False
+        finally:
+            self._writing_since = None
+        return True
+
+    def check_stall(self, now: float) -> bool:
+        """Called by the process's watchdog: a write pending for longer than
+        ``stall`` means the client stopped reading altogether (however little
+        waits). It is closed with ``resync``, as a slow one is, and resumes
+        from its cursor. One watchdog instead of a timer around every write,
+        which cost more than the write."""
+        since = self._writing_since
+        if self.stall is None or since is None or self._stalled or now - since <= self.stall:
+            return False
+        self._stalled = True
+        log.info("client stopped reading for %.0f s: resync", self.stall)
+        self.metrics.stalls.inc()
+        self.metrics.resyncs.inc()
+        self.close(RESYNC)
+        if self._task is not None:
+            self._task.cancel()
+        return True
 
 
 _TIMEOUT = object()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -78,8 +79,18 @@ class Runtime:
         self._tasks = [
             asyncio.create_task(self.hub.run(), name="hub"),
             asyncio.create_task(self.heartbeat.run(), name="heartbeat"),
+            asyncio.create_task(self._watch_stalls(), name="stall watchdog"),
         ]
         log.info("broadcaster %s started (prefix %s)", self.instance, self.config.prefix)
+
+    async def _watch_stalls(self) -> None:
+        """Close the connections whose client stopped reading (Outbox.check_stall)."""
+        every = min(1.0, self.config.stall_s / 4)
+        while True:
+            await asyncio.sleep(every)
+            now = time.monotonic()
+            for outbox in list(self.outboxes):
+                outbox.check_stall(now)
 
     def close_connections(self) -> None:
         """Ask every feed to end: WebSockets close with 1012, SSE streams end

@@ -16,7 +16,7 @@ from starlette.types import Message, Receive, Scope, Send
 from rowcast.broadcaster import frames
 from rowcast.broadcaster.auth import Grant
 from rowcast.broadcaster.item import Item
-from rowcast.broadcaster.lifecycle import goodbye, new_outbox, send_within, serve_feed
+from rowcast.broadcaster.lifecycle import goodbye, new_outbox, serve_feed
 from rowcast.broadcaster.outbox import EXPIRED, RESYNC, Outbox
 from rowcast.broadcaster.runtime import Runtime
 
@@ -50,13 +50,10 @@ class EventStream:
     # Sink
 
     async def send(self, batches: list[tuple[str, list[Item]]]) -> None:
-        body = b"".join(frames.sse_events(items) for _, items in batches)
-        assert self.outbox is not None
-        await send_within(self.rt, self.outbox, self._write(body))
+        await self._write(b"".join(frames.sse_events(items) for _, items in batches))
 
     async def idle(self) -> None:
-        assert self.outbox is not None
-        await send_within(self.rt, self.outbox, self._write(frames.SSE_PING))
+        await self._write(frames.SSE_PING)
 
     async def finish(self, reason: str) -> None:
         async with goodbye():

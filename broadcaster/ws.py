@@ -23,7 +23,7 @@ from rowcast.broadcaster import frames
 from rowcast.broadcaster.auth import Denied, Grant, authorize, token_from
 from rowcast.broadcaster.hub import Watch
 from rowcast.broadcaster.item import Item
-from rowcast.broadcaster.lifecycle import IDLE, goodbye, new_outbox, send_within, serve_feed
+from rowcast.broadcaster.lifecycle import IDLE, goodbye, new_outbox, serve_feed
 from rowcast.broadcaster.outbox import EXPIRED, GONE, RESYNC, SHUTDOWN
 from rowcast.broadcaster.runtime import Runtime
 from rowcast.contract.entry import check_id
@@ -107,7 +107,7 @@ class WsConnection:
 
     async def send(self, batches: list[tuple[str, list[Item]]]) -> None:
         for session, items in batches:
-            await send_within(self.rt, self.outbox, self._send(frames.ws_rows(session, items)))
+            await self._send(frames.ws_rows(session, items))
             if self.outbox.reason is not None:
                 return
 

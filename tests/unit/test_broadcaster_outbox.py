@@ -150,3 +150,32 @@ async def test_changes_go_when_the_shared_window_ends_and_connections_flush_toge
     for b in boxes:
         b.close(SHUTDOWN)
     await asyncio.gather(*tasks)
+
+
+async def test_a_write_the_client_never_takes_is_ended_by_the_watchdog_with_resync():
+    sink = FakeSink()
+    sink.block = asyncio.Event()  # the client stopped reading: the write never completes
+    metrics = Metrics()
+    box = Outbox(sink, metrics, Ticker(0.0), stall=30.0)
+    task = asyncio.create_task(box.run())
+    box.put("s", [it(1)])
+    await asyncio.sleep(0.05)
+    now = time.monotonic()
+    assert not box.check_stall(now)  # not yet 30 s
+    assert box.check_stall(now + 31)
+    await asyncio.wait_for(task, 10)  # the sender ends, not the test's task
+    assert sink.finished == [RESYNC] and box.reason == RESYNC
+    assert metrics.stalls._value.get() == 1
+    assert not box.check_stall(now + 62)  # once
+
+
+async def test_the_watchdog_leaves_a_connection_that_is_not_writing_alone():
+    sink = FakeSink()
+    box = Outbox(sink, Metrics(), Ticker(0.0), stall=1.0)
+    task = asyncio.create_task(box.run())
+    box.put("s", [it(1)])
+    await asyncio.wait_for(sink.got.wait(), 10)
+    assert not box.check_stall(time.monotonic() + 3600)  # idle, nothing pending
+    box.close(SHUTDOWN)
+    await asyncio.wait_for(task, 10)
+    assert sink.finished == [SHUTDOWN]
