@@ -106,7 +106,10 @@ def check_servers(settings: Settings, timeout: float = 5.0) -> None:
 
 
 def _cluster_enabled(client: Any) -> bool:
-    info = client.info("cluster")
+    try:
+        info = client.info("cluster")
+    except rexc.ResponseError:  # an ACL without INFO: nothing to tell
+        return False
     return str(info.get("cluster_enabled", 0)) == "1"
 
 
