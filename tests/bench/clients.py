@@ -194,15 +194,24 @@ class Workers:
 
     @classmethod
     async def start(cls, port: int, sessions: list[str], clients: int, n: int) -> Workers:
+        """``clients`` clients over ``sessions`` (round robin) in ``n`` processes."""
         assignment = [sessions[i % len(sessions)] for i in range(clients)]
+        return await cls.spawn("tests.bench.fanout", port, assignment, n)
+
+    @classmethod
+    async def spawn(
+        cls, module: str, port: int, assignment: list[str], n: int, **extra: Any
+    ) -> Workers:
+        """``n`` processes of ``python -m module --worker CONFIG``, one client
+        per element of ``assignment`` (its session), ``extra`` in every config."""
         procs = []
         for w in range(n):
-            config = {"port": port, "sessions": assignment[w::n]}
+            config = {"port": port, "sessions": assignment[w::n], **extra}
             procs.append(
                 await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-m",
-                    "tests.bench.fanout",
+                    module,
                     "--worker",
                     orjson.dumps(config).decode(),
                     stdin=subprocess.PIPE,

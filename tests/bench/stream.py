@@ -134,28 +134,9 @@ class _Workers(Workers):
     """fanout's client processes, running this module's watchers."""
 
     @classmethod
-    async def begin(
-        cls, port: int, sessions: list[str], per: int, n: int, deltas: bool
-    ) -> _Workers:
+    async def begin(cls, port: int, sessions: list[str], per: int, n: int, deltas: bool) -> Workers:
         assignment = [s for s in sessions for _ in range(per)]
-        procs = []
-        for w in range(n):
-            config = {"port": port, "sessions": assignment[w::n], "deltas": deltas}
-            procs.append(
-                await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "tests.bench.stream",
-                    "--worker",
-                    orjson.dumps(config).decode(),
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    limit=1 << 30,
-                )
-            )
-        workers = cls(procs)
-        await workers._read_all()
-        return workers
+        return await cls.spawn("tests.bench.stream", port, assignment, n, deltas=deltas)
 
 
 # ---------------------------------------------------------------- producing
