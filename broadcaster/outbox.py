@@ -124,8 +124,8 @@ class Outbox:
             self._room.clear()
         if p.urgent or n >= self.max_batch:
             self.flush()
-        elif self._go or self._scheduled:
-            return  # a flush is on its way or a window is open: this change joins it
+        elif self._scheduled:
+            return  # a window is open: this change joins its frame
         elif self._quiet():
             self.flush()
         else:
@@ -210,6 +210,9 @@ class Outbox:
                 self.metrics.frames.inc(len(batches))
                 self.metrics.changes_out.inc(sum(len(b[1]) for b in batches))
                 continue
+            # A flush that found nothing to send (a tick after an ack took
+            # everything) is spent: only a new one may wake this sender.
+            self._go = False
             idle = self.idle if not p.count else None
             quiet = await self._sleep(idle) and not p.count and self.reason is None
             if quiet and not await self._write(self.sink.idle()):

@@ -179,3 +179,27 @@ async def test_the_watchdog_leaves_a_connection_that_is_not_writing_alone():
     box.close(SHUTDOWN)
     await asyncio.wait_for(task, 10)
     assert sink.finished == [SHUTDOWN]
+
+
+async def test_a_tick_that_finds_nothing_does_not_swallow_the_next_change():
+    # An ack sends everything at once; the window's tick that follows finds
+    # nothing. A later change on the quiet connection must still go.
+    now = [1000.0]
+    sink = FakeSink()
+    box = Outbox(sink, Metrics(), Ticker(3600.0, clock=lambda: now[0]))
+    task = asyncio.create_task(box.run())
+    box.put("s", [it(1)])  # quiet: goes at once
+    await asyncio.wait_for(sink.got.wait(), 10)
+    sink.got.clear()
+    box.put("s", [it(2)])  # busy: waits for the tick
+    box.put("s", [it(3, ack=True)])  # the ack takes it along at once
+    await asyncio.wait_for(sink.got.wait(), 10)
+    sink.got.clear()
+    box.flush()  # the tick, with nothing left to send
+    await asyncio.sleep(0.05)
+    now[0] += 7200.0  # quiet again
+    box.put("s", [it(4)])
+    await asyncio.wait_for(sink.got.wait(), 10)
+    assert sink.sent == [[1], [2, 3], [4]]
+    box.close(SHUTDOWN)
+    await asyncio.wait_for(task, 10)
