@@ -13,6 +13,7 @@ import secrets
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from rowcast.contract.errors import LeaseLost
 from rowcast.contract.keys import CONSUMER, GROUP, Keys
@@ -109,6 +110,31 @@ class Lease:
             keys=[self._lease, self._entries],
             args=[self.holder, GROUP, CONSUMER, count, start],
         )
+        return self._entries_of(reply)
+
+    async def read_when_added(
+        self, count: int, after: bytes | str, block_ms: int
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """``read`` once an entry past ``after`` exists (or ``block_ms`` has
+        passed): a blocking XREAD and the guarded read sent together. Redis
+        runs a connection's commands in order, so the read runs the moment
+        the XREAD wakes, with no round trip between them (scripts may not
+        block, so the wait cannot be inside the script)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xread({self._entries: after}, count=1, block=block_ms)
+        keys = (self._lease, self._entries)
+        pipe.evalsha(self._read.sha, len(keys), *keys, self.holder, GROUP, CONSUMER, count, ">")
+        woke, reply = await pipe.execute(raise_on_error=False)
+        if isinstance(reply, NoScriptError):
+            # A server that forgot its scripts (a restart, a promoted replica):
+            # the plain call loads it again.
+            return await self.read(count)
+        for r in (woke, reply):
+            if isinstance(r, Exception):
+                raise r
+        return self._entries_of(reply)
+
+    def _entries_of(self, reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
         if reply == 0:
             raise LeaseLost(f"shard {self.shard}: lease is held by another writer")
         if not reply:

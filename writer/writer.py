@@ -257,14 +257,11 @@ class ShardWriter:
         drained = False
         while not stop.is_set() and not self._handing_over():
             if drained:
-                # The last read took all there was: wait for the next XADD
-                # (one blocking round trip) instead of asking the script again.
-                drained = False
-                woke = await self.redis.xread({self.entries: last_id}, count=1, block=250)
-                raise_if_cancelled()
-                if not woke:
-                    continue
-            items = await self.lease.read(cfg.batch_max)
+                # The last read took all there was: wait for the next XADD,
+                # and read it in the same round trip.
+                items = await self.lease.read_when_added(cfg.batch_max, last_id, 250)
+            else:
+                items = await self.lease.read(cfg.batch_max)
             raise_if_cancelled()
             if not items:
                 drained = True

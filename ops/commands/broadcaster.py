@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import resource
-from collections.abc import Coroutine
-from typing import Any
 
 from rowcast.broadcaster import BroadcasterConfig, check_listen, create_app, serve
 from rowcast.ops.admin.shell import check_servers
+from rowcast.ops.commands.loop import run_loop
 from rowcast.ops.commands.runner import install_stop
 from rowcast.ops.settings import Settings, port
 
@@ -44,19 +42,6 @@ def raise_open_files() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _run(main: Coroutine[Any, Any, None]) -> None:
-    # What start-up made (modules, the app) lives as long as the process: keep
-    # it out of every collection, so a full one (a pause felt by every
-    # connection) has less to walk.
-    gc.freeze()
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
-
-
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=port, default=8000)
@@ -74,5 +59,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         install_stop(stop)
         await serve(app, args.host, args.port, stop)
 
-    _run(main())
+    run_loop(main())
     return 0

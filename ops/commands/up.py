@@ -28,6 +28,7 @@ from rowcast.broadcaster import create_app, serve
 from rowcast.broadcaster.server import bind, check_listen
 from rowcast.contract.errors import RowcastError, one_line
 from rowcast.ops.commands.broadcaster import broadcaster_config
+from rowcast.ops.commands.loop import run_loop
 from rowcast.ops.commands.runner import run_writers
 from rowcast.ops.embedded import servers as embedded
 from rowcast.ops.schema.migrate import migrate
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             _, db = settings.need_servers()
             migrate(db)
         # From here the event loop owns SIGINT/SIGTERM (they set the stop event).
-        asyncio.run(_serve(args, settings, emb, sock))
+        run_loop(_serve(args, settings, emb, sock))
         return 0
     except _Stop:
         return 0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 
 from rowcast.contract.errors import ConfigError
 from rowcast.ops.admin.shell import check_servers
+from rowcast.ops.commands.loop import run_loop
 from rowcast.ops.commands.runner import install_stop, run_writers
 from rowcast.ops.schema.migrate import migrate
 from rowcast.ops.settings import Settings
@@ -43,10 +43,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         install_stop(stop)
-        # What start-up made (modules, clients) lives as long as the process:
-        # keep it out of every collection, so a full one has less to walk.
-        gc.freeze()
         await run_writers(settings, sorted(set(shards)), stop, spread=not args.shard)
 
-    asyncio.run(main())
+    run_loop(main())
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import signal
@@ -201,6 +202,25 @@ async def test_receipt_only_after_the_row_is_visible(
             )
             assert await cur.fetchone() == (receipt.sequence, receipt.revision, receipt.change)
     assert (receipt.row, receipt.sequence, receipt.revision) == ("r33", 33, 0)
+
+
+async def test_a_redis_that_forgot_its_scripts_while_the_writer_waits(
+    redis_url: str, db_url: str, prefix: str, aredis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The idle writer waits with a blocking XREAD sent together with its
+    guarded read (one round trip). A server that lost its scripts meanwhile
+    (a restart, a promoted replica) answers that read with NOSCRIPT: the
+    entry is still read at once, without an error or a restart of the shard."""
+    producer = Producer(aredis, prefix=prefix)
+    async with running_writer(redis_url, db_url, prefix):
+        first = await producer.append("s", "a", "user", {"n": 1}, wait=True)
+        await asyncio.sleep(0.3)  # the writer is waiting for the next entry
+        await aredis.script_flush()
+        second = await producer.append("s", "b", "user", {"n": 2}, wait=True, timeout=5)
+        third = await producer.append("s", "c", "user", {"n": 3}, wait=True, timeout=5)
+    assert [r.sequence for r in (first, second, third)] == [0, 1, 2]
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not errors, [r.getMessage() for r in errors]
 
 
 async def test_duplicate_append_receipt_carries_existing_sequence(
