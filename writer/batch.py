@@ -136,8 +136,16 @@ _STEP: dict[str, int] = {Op.APPEND: 0, Op.UPSERT: 1, Op.EXTEND: 2}
 @dataclass(slots=True)
 class Plan:
     merged: list[Merged]
+    _arrays: dict[str, list[Any]] | None = field(default=None, repr=False)
 
     def arrays(self) -> dict[str, list[Any]]:
+        """apply_batch's arrays (made once: the writer makes them while the
+        batch before is being committed)."""
+        if self._arrays is None:
+            self._arrays = self._make_arrays()
+        return self._arrays
+
+    def _make_arrays(self) -> dict[str, list[Any]]:
         m = self.merged
         return {
             "sessions": [x.session for x in m],

@@ -1,4 +1,5 @@
-"""Honouring a cancellation that a client library swallowed."""
+"""Honouring a cancellation that a client library swallowed, and telling
+cancellations from the error that caused them."""
 
 from __future__ import annotations
 
@@ -13,3 +14,13 @@ def raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error that ended a task group (not the cancellations it caused)."""
+    for e in group.exceptions:
+        if isinstance(e, BaseExceptionGroup):
+            return first_error(e)
+        if not isinstance(e, asyncio.CancelledError):
+            return e
+    return group.exceptions[0]

@@ -58,6 +58,18 @@ end
 return 0
 """
 
+# Redis forgot its fencing counter (a restart without persistence) while
+# PostgreSQL holds a higher one: move it past PostgreSQL's, only for the holder.
+_RAISE_FENCE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
+if cur <= tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[2], tonumber(ARGV[2]) + 1)
+  return tonumber(ARGV[2]) + 1
+end
+return redis.call('INCR', KEYS[2])
+"""
+
 # XREADGROUP without BLOCK (scripts may not block), only for the holder.
 _READ = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -86,6 +98,7 @@ class Lease:
         self._renew = redis.register_script(RENEW_IF_HELD)
         self._release = redis.register_script(RELEASE_IF_HELD)
         self._read = redis.register_script(_READ)
+        self._raise_fence = redis.register_script(_RAISE_FENCE)
 
     async def acquire(self, attempt: str | None = None) -> int | None:
         """The new fencing number if the lease is now ours, else None.
@@ -95,6 +108,12 @@ class Lease:
             keys=[self._lease, self._fence, self._acquired],
             args=[self.holder, self.ttl_ms, attempt or secrets.token_hex(8)],
         )
+        return None if fence is None else int(fence)
+
+    async def raise_fence(self, held: int) -> int | None:
+        """A fencing number above ``held`` (PostgreSQL's), while we hold the
+        lease; None when we do not."""
+        fence = await self._raise_fence(keys=[self._lease, self._fence], args=[self.holder, held])
         return None if fence is None else int(fence)
 
     async def renew(self) -> bool:

@@ -121,16 +121,23 @@ class Store:
         return parse_id(row[0])
 
     async def apply(
-        self, fence: int, first: StreamId, last: StreamId, valid: Sequence[Valid]
+        self,
+        fence: int,
+        first: StreamId,
+        last: StreamId,
+        valid: Sequence[Valid],
+        todo: Sequence[Plan] | None = None,
     ) -> tuple[list[tuple[Plan, list[Result]]], list[Dead]]:
         """Store the valid entries of ids first..last in one transaction.
 
-        Returns the (plan, results) pieces in stream order and the entries
-        PostgreSQL refused. A refusal splits the batch under savepoints; the
-        rest is committed, in order, in the same transaction.
+        ``todo`` is ``plans(valid)`` when the caller made it already. Returns
+        the (plan, results) pieces in stream order and the entries PostgreSQL
+        refused. A refusal splits the batch under savepoints; the rest is
+        committed, in order, in the same transaction.
         """
         offsets = (self.stream, fence, *first, *last)
-        todo = plans(valid)
+        if todo is None:
+            todo = plans(valid)
         try:
             await self._plan_mode_for(todo)
             try:

@@ -23,13 +23,17 @@ from rowcast.contract.streamid import StreamId, fmt
 from rowcast.contract.streamid import parse as parse_id
 from rowcast.writer.batch import (
     Dead,
+    Plan,
     Read,
+    Result,
+    Valid,
     outcome,
+    plans,
     recovery,
     recovery_rows,
     sort_out,
 )
-from rowcast.writer.cancellation import raise_if_cancelled
+from rowcast.writer.cancellation import first_error, raise_if_cancelled
 from rowcast.writer.fleet import Fleet
 from rowcast.writer.lease import Lease
 from rowcast.writer.metrics import METRICS
@@ -37,16 +41,6 @@ from rowcast.writer.publish import Outcome, Publisher
 from rowcast.writer.store import Store
 
 log = logging.getLogger(__name__)
-
-_RAISE_FENCE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
-local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
-if cur <= tonumber(ARGV[2]) then
-  redis.call('SET', KEYS[2], tonumber(ARGV[2]) + 1)
-  return tonumber(ARGV[2]) + 1
-end
-return redis.call('INCR', KEYS[2])
-"""
 
 # TRANSIENT: also a cluster between a master's death and its replica's promotion.
 _TRANSIENT: tuple[type[BaseException], ...] = (Unavailable, AlreadyApplied, *TRANSIENT_OR_OS)
@@ -70,6 +64,25 @@ class WriterConfig:
 Items = list[tuple[bytes, dict[bytes, bytes]]]
 
 
+@dataclass(slots=True)
+class Prepared:
+    """A batch ready for its transaction."""
+
+    items: Items
+    valid: list[Valid]
+    dead: list[Dead]
+    todo: list[Plan]
+
+
+@dataclass(slots=True)
+class Committed:
+    """A batch whose transaction committed: what PostgreSQL answered."""
+
+    items: Items
+    dead: list[Dead]
+    pieces: list[tuple[Plan, list[Result]]]
+
+
 class ShardWriter:
     """The loop of one shard. With a ``fleet`` it tries to lead the shard only
     while the fleet's plan gives it to this process, and hands it over (after
@@ -83,7 +96,6 @@ class ShardWriter:
         self.entries = cfg.keys.entries(cfg.shard)
         self.lease = Lease(redis, cfg.keys, cfg.shard, cfg.holder, cfg.lease_ms)
         self.publisher = Publisher(redis, cfg.keys, cfg.shard, cfg.rows_maxlen, cfg.receipt_ttl_ms)
-        self._raise_fence = redis.register_script(_RAISE_FENCE)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Wait for the lease, lead until it is lost, handed over or ``stop``
@@ -170,13 +182,11 @@ class ShardWriter:
                 # persistence): move it past PostgreSQL's while we hold the lease.
                 if e.held is None:
                     raise
-                fence = await self._raise_fence(
-                    keys=[cfg.keys.lease(cfg.shard), cfg.keys.fence(cfg.shard)],
-                    args=[cfg.holder, e.held],
-                )
-                if fence is None:
+                raised = await self.lease.raise_fence(e.held)
+                if raised is None:
                     raise
-                last = await store.claim(int(fence), epoch)
+                fence = raised
+                last = await store.claim(fence, epoch)
             raise_if_cancelled()
             log.info(
                 "shard %d: leading with fence %d, applied up to %s",
@@ -191,7 +201,7 @@ class ShardWriter:
                 await self._pipeline(store, fence, stop)
                 renewing.cancel()
         except BaseExceptionGroup as group:
-            raise _first(group) from None
+            raise first_error(group) from None
         finally:
             await store.close()
 
@@ -239,17 +249,21 @@ class ShardWriter:
             raise_if_cancelled()
 
     async def _pipeline(self, store: Store, fence: int, stop: asyncio.Event) -> None:
-        reads: asyncio.Queue[Items | None] = asyncio.Queue(1)
-        outs: asyncio.Queue[Outcome | None] = asyncio.Queue(1)
+        """Read and prepare, commit, publish: each stage works on its own
+        batch, so the Python before and after a commit runs while PostgreSQL
+        executes the batch in between, and the commit stage waits for
+        nothing but PostgreSQL."""
+        reads: asyncio.Queue[Prepared | None] = asyncio.Queue(1)
+        outs: asyncio.Queue[Committed | None] = asyncio.Queue(1)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._reader(reads, stop))
             publishing = tg.create_task(self._publisher(outs))
-            while (items := await reads.get()) is not None:
-                await outs.put(await self._commit(store, fence, items))
+            while (batch := await reads.get()) is not None:
+                await outs.put(await self._apply(store, fence, batch))
             await outs.put(None)
             await publishing
 
-    async def _reader(self, q: asyncio.Queue[Items | None], stop: asyncio.Event) -> None:
+    async def _reader(self, q: asyncio.Queue[Prepared | None], stop: asyncio.Event) -> None:
         cfg = self.cfg
         linger = cfg.linger_ms / 1000
         last_id = await self._last_delivered()
@@ -280,7 +294,7 @@ class ShardWriter:
             drained = len(items) < cfg.batch_max
             last_id = items[-1][0]
             for chunk in split_by_size(items, cfg.batch_bytes):
-                await q.put(chunk)
+                await q.put(self._prepare(chunk))
         await q.put(None)
 
     async def _last_delivered(self) -> bytes | str:
@@ -291,24 +305,38 @@ class ShardWriter:
                 return value if value is not None else "$"
         return "$"
 
-    async def _publisher(self, q: asyncio.Queue[Outcome | None]) -> None:
-        while (out := await q.get()) is not None:
+    async def _publisher(self, q: asyncio.Queue[Committed | None]) -> None:
+        while (done := await q.get()) is not None:
+            out = self._outcome(done)
             await self.publisher.publish(out)
             raise_if_cancelled()
             METRICS.observe_published(self.cfg.shard, out)
 
-    async def _commit(self, store: Store, fence: int, items: Items) -> Outcome:
-        started = time.perf_counter()
+    def _prepare(self, items: Items) -> Prepared:
+        """Everything about a batch that needs no server: entries parsed and
+        checked, rows merged, apply_batch's arrays made."""
         valid, dead = sort_out([Read(i, f) for i, f in items], self.cfg.max_body)
+        todo = plans(valid)
+        for p in todo:
+            p.arrays()
+        return Prepared(items, valid, dead, todo)
+
+    async def _apply(self, store: Store, fence: int, batch: Prepared) -> Committed:
+        """The commit stage: one transaction, nothing else."""
+        items = batch.items
+        started = time.perf_counter()
         pieces, rejected = await store.apply(
-            fence, parse_id(items[0][0]), parse_id(items[-1][0]), valid
+            fence, parse_id(items[0][0]), parse_id(items[-1][0]), batch.valid, batch.todo
         )
-        out = Outcome(ids=[i for i, _ in items], dead=_in_order(dead + rejected))
-        for p, results in pieces:
+        METRICS.observe_commit(self.cfg.shard, len(items), time.perf_counter() - started)
+        return Committed(items, batch.dead + rejected, pieces)
+
+    def _outcome(self, done: Committed) -> Outcome:
+        out = Outcome(ids=[i for i, _ in done.items], dead=_in_order(done.dead))
+        for p, results in done.pieces:
             changes, receipts = outcome(p, results)
             out.changes += changes
             out.receipts += receipts
-        METRICS.observe_commit(self.cfg.shard, len(items), time.perf_counter() - started)
         for d in out.dead:
             log.warning(
                 "shard %d: dead letter %s: %s",
@@ -322,6 +350,10 @@ class ShardWriter:
                 },
             )
         return out
+
+    async def _commit(self, store: Store, fence: int, items: Items) -> Outcome:
+        """All three stages for one batch, in turn (recovery)."""
+        return self._outcome(await self._apply(store, fence, self._prepare(items)))
 
     async def _republish(self, store: Store, items: Items) -> Outcome:
         valid, dead = sort_out([Read(i, f) for i, f in items], self.cfg.max_body)
@@ -361,13 +393,3 @@ def _asks_receipt(items: Items) -> bool:
 
 def _in_order(dead: list[Dead]) -> list[Dead]:
     return sorted(dead, key=lambda d: parse_id(d.id))
-
-
-def _first(group: BaseExceptionGroup) -> BaseException:
-    """The error that ended a task group (not the cancellations it caused)."""
-    for e in group.exceptions:
-        if isinstance(e, BaseExceptionGroup):
-            return _first(e)
-        if not isinstance(e, asyncio.CancelledError):
-            return e
-    return group.exceptions[0]

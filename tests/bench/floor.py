@@ -1,6 +1,6 @@
 """The write path's idle floor, stage by stage: one entry at a time.
 
-    python -m tests.bench.floor [--entries 200] [--gap-ms 100]
+    python -m tests.bench.floor [--entries 200] [--gap-ms 100] [--rate 0]
 
 Runs one shard's writer in this process (the same ``run_writers`` that
 ``rowcast writer`` runs) with a timer around each of its stages, appends one
@@ -14,6 +14,12 @@ XADD is sent:
 - commit: ``apply_batch`` and its COMMIT (one statement, one round trip);
 - publish: the after-commit script (rows stream, PUBLISH, receipts, XACK);
 - seen: the message reaches a subscriber.
+
+With ``--rate R``, a separate process appends R entries/s to 100 other
+sessions (fanout.py's steady producer, 10 ms ticks) while the probe entries
+run: the same breakdown under load, where "to commit" is the linger and the
+wait behind the batch in flight, and each stage's time is that of the batch
+that carried the probe.
 
 Each stage is reported as p50/p99 of its own duration, with the hand-overs
 between them ("to commit": from the read to the commit's start, through the
@@ -29,10 +35,13 @@ import argparse
 import asyncio
 import os
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from rowcast.contract.connection import async_client
@@ -43,9 +52,10 @@ from rowcast.ops.schema.migrate import migrate
 from rowcast.ops.settings import Settings
 from rowcast.producers import Producer
 from rowcast.writer.lease import Lease
-from rowcast.writer.publish import Publisher
+from rowcast.writer.publish import Outcome, Publisher
 from rowcast.writer.store import Store
 from tests import databases
+from tests.bench.fanout import _steady
 
 STAGES = (
     "wake and read", "to commit", "commit", "to publish", "publish", "to subscriber", "seen",
@@ -53,29 +63,42 @@ STAGES = (
 
 
 class Marks:
-    """(stage, start, end) of the entry in flight, perf_counter seconds."""
+    """(stage, start, end) of the calls that carried the probe entry in
+    flight (its session and row), perf_counter seconds."""
 
     def __init__(self) -> None:
         self.items: list[tuple[str, float, float]] = []
+        self.probe = (b"", b"")
 
     def timed(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         async def run(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             out = await fn(*args, **kwargs)
-            self.items.append((stage, start, time.perf_counter()))
+            if self.probe in _carried(args, out):
+                self.items.append((stage, start, time.perf_counter()))
             return out
 
         return run
 
 
+def _carried(args: tuple[Any, ...], out: Any) -> set[tuple[bytes, bytes]]:
+    """(session, row) of what a wrapped call read, committed or published."""
+    if isinstance(out, list):  # Lease.read*: [(id, fields)]
+        return {(f.get(b"session", b""), f.get(b"row", b"")) for _, f in out}
+    if len(args) >= 5 and isinstance(args[4], list):  # Store.apply(self, fence, first, last, valid)
+        return {(v.fields.get(b"session", b""), v.fields.get(b"row", b"")) for v in args[4]}
+    if len(args) >= 2 and isinstance(args[1], Outcome):  # Publisher.publish(self, out)
+        return {(c.session.encode(), c.row.encode()) for c in args[1].changes}
+    return set()
+
+
 def _stages(marks: list[tuple[str, float, float]], sent: float, seen: float) -> dict[str, float]:
     """Consecutive segments from the XADD to the subscriber, so they add up
     to "seen": each stage's own time and the hand-over before the next. The
-    first of each stage that ended after the XADD was sent is the entry's
-    (the reader's next, empty read runs beside the commit)."""
+    marks are those of the calls that carried the entry."""
     first: dict[str, tuple[float, float]] = {}
     for stage, start, end in marks:
-        if end >= sent and stage not in first:
+        if stage not in first:
             first[stage] = (start, end)
     out: dict[str, float] = {}
     at = sent
@@ -92,12 +115,29 @@ def _stages(marks: list[tuple[str, float, float]], sent: float, seen: float) -> 
     return out
 
 
+def _canonical(data: bytes) -> bytes:
+    """The message's changes re-encoded with sorted keys, to find the probe's."""
+    return b"".join(
+        orjson.dumps({"row": c.get("row"), "session": c.get("session")})
+        for c in orjson.loads(data).get("changes", ())
+    )
+
+
+async def _load(rate: int, prefix: str, seconds: float) -> None:
+    url = os.environ.get("ROWCAST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    producer = Producer(async_client(url), prefix=prefix, shards=1)
+    try:
+        await _steady(producer, [f"load-{i:03d}" for i in range(100)], rate, seconds)
+    finally:
+        await producer.close()
+
+
 def _pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))] * 1000
 
 
-async def run(entries: int, gap: float) -> dict[str, tuple[float, float]]:
+async def run(entries: int, gap: float, rate: int) -> dict[str, tuple[float, float]]:
     redis_url = os.environ.get("ROWCAST_REDIS_URL", "redis://127.0.0.1:6379/0")
     admin = os.environ.get("ROWCAST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     name = databases.create(admin, "rowcast_floor")
@@ -126,26 +166,38 @@ async def run(entries: int, gap: float) -> dict[str, tuple[float, float]]:
     redis = Redis.from_url(redis_url)
     producer = Producer(async_client(redis_url), prefix=prefix, shards=1)
     got: dict[str, list[float]] = {s: [] for s in STAGES}
+    load: subprocess.Popen[bytes] | None = None
     try:
         await producer.append("warm", "w", "user", {"text": "warm"}, wait=True, timeout=60)
+        if rate:
+            seconds = entries * gap + 5
+            cmd = [sys.executable, "-m", "tests.bench.floor", "--load", str(rate)]
+            cmd += ["--load-prefix", prefix, "--load-seconds", str(seconds)]
+            load = subprocess.Popen(cmd)
+            await asyncio.sleep(2)  # the load runs before the first probe
         pubsub = redis.pubsub()
         await pubsub.subscribe(Keys(prefix).channel)
         await pubsub.get_message(timeout=1)
         for i in range(entries):
             await asyncio.sleep(gap)
             marks.items.clear()
+            marks.probe = (b"floor", f"r{i}".encode())
+            needle = b'"row":"r%d","session":"floor"' % i
             sent = time.perf_counter()
             await producer.append("floor", f"r{i}", "user", {"i": i})
             while True:
                 msg = await pubsub.get_message(timeout=10)
                 if msg is None:
                     raise TimeoutError("no change published within 10 s")
-                if msg["type"] == "message":
+                if msg["type"] == "message" and needle in _canonical(msg["data"]):
                     break
             for stage, value in _stages(marks.items, sent, time.perf_counter()).items():
                 got[stage].append(value)
         await pubsub.aclose()
     finally:
+        if load is not None:
+            load.terminate()
+            load.wait()
         stop.set()
         await writer
         for (cls, attr), fn in originals.items():
@@ -163,16 +215,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--entries", type=int, default=200)
     ap.add_argument("--gap-ms", type=float, default=100.0)
+    ap.add_argument("--rate", type=int, default=0, help="entries/s of load beside the probes")
+    ap.add_argument("--load", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--load-prefix", help=argparse.SUPPRESS)
+    ap.add_argument("--load-seconds", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.load is not None:  # the load process of --rate
+        asyncio.run(_load(args.load, args.load_prefix, args.load_seconds))
+        return
     if not 1 <= args.entries <= 10_000 or not 0 <= args.gap_ms <= 10_000:
         ap.error("--entries must be in 1..10000 and --gap-ms in 0..10000")
+    if not 0 <= args.rate <= 50_000:
+        ap.error("--rate must be in 0..50000")
     result: dict[str, tuple[float, float]] = {}
 
     async def main() -> None:
-        result.update(await run(args.entries, args.gap_ms / 1000))
+        result.update(await run(args.entries, args.gap_ms / 1000, args.rate))
 
     run_loop(main())  # the writer's own loop (uvloop)
-    print(f"{args.entries} entries, one every {args.gap_ms:g} ms (ms, p50 / p99):")
+    load = f", beside {args.rate} entries/s" if args.rate else ""
+    print(f"{args.entries} entries, one every {args.gap_ms:g} ms{load} (ms, p50 / p99):")
     for stage in STAGES:
         if stage in result:
             p50, p99 = result[stage]

@@ -18,9 +18,8 @@ from rowcast.contract.change import Change
 from rowcast.contract.connection import async_client
 from rowcast.contract.keys import GROUP, Keys
 from rowcast.writer.batch import Dead, Reply, ok_receipt
-from rowcast.writer.lease import Lease
+from rowcast.writer.lease import _RAISE_FENCE, Lease
 from rowcast.writer.publish import Outcome, Publisher
-from rowcast.writer.writer import _RAISE_FENCE
 from tests.integration.cluster import LocalCluster
 from tests.integration.cluster_pipeline import (
     SHARDS,
