@@ -177,7 +177,11 @@ class Guard:
         self.open += 1
         self.per_client[client] = self.per_client.get(client, 0) + 1
         try:
-            await self.app(scope, receive, _nosniff(send) if kind == "http" else send)
+            if kind == "http":
+                send = _nosniff(send)
+            else:
+                scope["rowcast.raw_send"] = send
+            await self.app(scope, receive, send)
         finally:
             self.open -= 1
             left = self.per_client[client] - 1

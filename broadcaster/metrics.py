@@ -53,6 +53,11 @@ class Metrics:
         self.frames = Counter(
             "rowcast_broadcaster_frames_sent", "WebSocket messages and SSE writes", registry=r
         )
+        self.frames_direct = Counter(
+            "rowcast_broadcaster_frames_direct",
+            "Frames written at once to a quiet WebSocket (without waking its sender)",
+            registry=r,
+        )
         self.fetches = Counter(
             "rowcast_broadcaster_fetches",
             "Reads of changes from PostgreSQL (catch-up, gaps, rechecks)",

@@ -35,6 +35,10 @@ SHUTDOWN = "shutdown"
 GONE = "gone"
 """The client went away (or the connection ended otherwise)."""
 
+DIRECT_MAX_BYTES = 64 * 1024
+"""The largest change written without the sender: a socket's write buffer
+starts pushing back at this size (asyncio's and uvloop's default)."""
+
 
 class Sink(Protocol):
     """A transport (WebSocket or SSE) as the sender sees it."""
@@ -46,6 +50,13 @@ class Sink(Protocol):
 
     async def finish(self, reason: str) -> None:
         """Tell the client why the connection ends (resync, expiry, shutdown)."""
+
+    def ready(self) -> bool:
+        """A write now would go straight to the socket without waiting (the
+        transport is not paused): ``send_now`` may be used."""
+
+    def send_now(self, batches: list[tuple[str, list[Item]]]) -> None:
+        """``send`` without awaiting (only after ``ready()``)."""
 
 
 class Ticker:
@@ -122,12 +133,16 @@ class Outbox:
             return
         if n > self._low:
             self._room.clear()
+        # One small change may skip the sender (_send_now); anything larger
+        # goes through it, so a socket's buffer never holds more than a frame
+        # it did not ask for (the sender waits for the socket after each).
+        one = n == 1 and len(items) == 1 and len(items[0].json) <= DIRECT_MAX_BYTES
         if p.urgent or n >= self.max_batch:
-            self.flush()
+            self._now(one)
         elif self._scheduled:
             return  # a window is open: this change joins its frame
         elif self._quiet():
-            self.flush()
+            self._now(one)
         else:
             self._scheduled = True
             self.ticker.schedule(self)
@@ -137,6 +152,35 @@ class Outbox:
         share a frame with, so it goes now. A window opens only on a
         connection that is already busy (adaptive coalescing)."""
         return self.ticker.clock() - self._flushed_at >= self.ticker.window
+
+    def _now(self, direct: bool) -> None:
+        if not (direct and self._send_now()):
+            self.flush()
+
+    def _send_now(self) -> bool:
+        """A change that must go now (to a quiet connection, or an ack), when
+        the sender is idle and the socket takes it without waiting: written
+        here and now, without waking the sender (a task switch and a chain of
+        coroutines per frame, the largest part of a delivery's cost). Anything
+        else goes through the sender, which keeps the order: nothing is
+        written here while it works or is about to."""
+        w = self._waiter
+        if w is None or w.done() or self._go or self._sending or not self.sink.ready():
+            return False
+        batches = self.pending.take(self.max_batch)
+        self._room.set()
+        self._scheduled = False
+        self._flushed_at = self.ticker.clock()
+        try:
+            self.sink.send_now(batches)
+        except Exception as e:  # the connection ended under us (a close crossing it)
+            log.debug("direct write refused (%s): the connection ends", e)
+            self.close(GONE)
+            return True
+        self.metrics.frames.inc(len(batches))
+        self.metrics.frames_direct.inc(len(batches))
+        self.metrics.changes_out.inc(sum(len(b[1]) for b in batches))
+        return True
 
     def flush(self) -> None:
         """Send what waits now (the window is over, a batch is full, an ack,

@@ -52,6 +52,12 @@ class EventStream:
     async def send(self, batches: list[tuple[str, list[Item]]]) -> None:
         await self._write(b"".join(frames.sse_events(items) for _, items in batches))
 
+    def ready(self) -> bool:
+        return False  # a streaming response is written through its own task
+
+    def send_now(self, batches: list[tuple[str, list[Item]]]) -> None:
+        raise NotImplementedError
+
     async def idle(self) -> None:
         await self._write(frames.SSE_PING)
 

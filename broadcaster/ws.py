@@ -84,6 +84,44 @@ def _utf8(data: bytes) -> str:
         raise BadRequest("a message is JSON text in UTF-8") from None
 
 
+RAW_SEND = "rowcast.raw_send"
+"""Scope key under which the guard leaves the server's own ASGI send."""
+
+
+class Direct:
+    """Writing a text frame without awaiting, on uvicorn's websockets-sansio
+    protocol (the server this broadcaster runs): what its ``send`` does for
+    ``websocket.send`` once it need not wait."""
+
+    __slots__ = ("proto",)
+
+    def __init__(self, proto: Any) -> None:
+        self.proto = proto
+
+    @classmethod
+    def of(cls, send: Any) -> Direct | None:
+        proto = getattr(send, "__self__", None)
+        needed = ("conn", "transport", "writable", "close_sent", "disconnected")
+        if proto is None or not all(hasattr(proto, a) for a in (*needed, "handshake_complete")):
+            return None
+        return cls(proto)
+
+    def ready(self) -> bool:
+        p = self.proto
+        return (
+            p.handshake_complete
+            and not p.close_sent
+            and not p.disconnected
+            and p.writable.is_set()
+            and not p.transport.is_closing()
+        )
+
+    def write(self, data: bytes) -> None:
+        p = self.proto
+        p.conn.send_text(data)
+        p.transport.write(b"".join(p.conn.data_to_send()))
+
+
 class WsConnection:
     def __init__(self, rt: Runtime, ws: WebSocket, grant: Grant) -> None:
         self.rt = rt
@@ -93,6 +131,7 @@ class WsConnection:
         self.outbox = new_outbox(rt, self, grant)
         self.outbox.on_close = self._detach
         self._closing_sessions: list[str] = []
+        self._direct = Direct.of(ws.scope.get(RAW_SEND))
 
     def _detach(self) -> None:
         self._closing_sessions = list(self.watches)
@@ -113,6 +152,15 @@ class WsConnection:
 
     async def idle(self) -> None:
         pass
+
+    def ready(self) -> bool:
+        d = self._direct
+        return d is not None and d.ready()
+
+    def send_now(self, batches: list[tuple[str, list[Item]]]) -> None:
+        assert self._direct is not None
+        for session, items in batches:
+            self._direct.write(frames.ws_rows(session, items))
 
     async def finish(self, reason: str) -> None:
         if reason == GONE:

@@ -220,3 +220,33 @@ async def test_page_bounds_are_the_ones_the_error_names(redis_url, db_url, prefi
             assert [x["row"] for x in r.json()["rows"]] == ["r0"]
         r = await http.get(url, params={"before": str(2**63)}, timeout=30)
         assert r.status_code == 400 and "0..9223372036854775807" in r.json()["error"]
+
+
+async def test_changes_to_a_quiet_websocket_go_out_directly_and_in_order(redis_url, db_url, prefix):
+    """On the server the broadcaster runs (uvicorn, websockets-sansio), a
+    change to a quiet WebSocket is written by the hub at once, without waking
+    the connection's sender. Should uvicorn's internals move, the sender
+    path would take over silently: this test says so."""
+    async with (
+        writer(redis_url, db_url, prefix),
+        broadcaster(redis_url, db_url, prefix) as b,
+        producer(redis_url, prefix) as p,
+        httpx.AsyncClient(base_url=b.base, timeout=30) as http,
+    ):
+        client = WsClient(b.ws_url)
+        await client.connect()
+        await client.subscribe("quiet", 0)
+        await until_subscriptions(b, 1)
+        await until_live(b)
+        for i in range(10):
+            await p.append("quiet", f"r{i}", "user", {"i": i}, wait=True)
+            await client.until("quiet", i + 1, timeout=30)
+            await asyncio.sleep(0.02)  # longer than a window: quiet again
+        await client.close()
+        assert [c["change"] for c in client.changes["quiet"]] == list(range(1, 11))
+        direct = next(
+            float(line.split()[-1])
+            for line in (await http.get("/metrics")).text.splitlines()
+            if line.startswith("rowcast_broadcaster_frames_direct_total")
+        )
+        assert direct >= 10

@@ -35,6 +35,12 @@ class FakeSink:
     async def finish(self, reason: str) -> None:
         self.finished.append(reason)
 
+    def ready(self) -> bool:
+        return False  # every frame through the sender (the direct path: DirectSink)
+
+    def send_now(self, batches: list[tuple[str, list[Item]]]) -> None:
+        raise AssertionError("not ready")
+
 
 async def test_an_ack_flushes_at_once_with_what_waited_before_it():
     sink = FakeSink()

@@ -1,0 +1,124 @@
+"""The outbox's direct path: a change to a quiet WebSocket written by the
+caller of ``put`` itself, never past what the sender is still writing."""
+
+from __future__ import annotations
+
+import asyncio
+
+from rowcast.broadcaster.item import Item
+from rowcast.broadcaster.metrics import Metrics
+from rowcast.broadcaster.outbox import DIRECT_MAX_BYTES, GONE, Outbox, Ticker
+
+
+def it(change: int) -> Item:
+    return Item(change, f"r{change}", False, b"{}")
+
+
+class DirectSink:
+    """A socket that takes frames at once while ``open``; the sender's own
+    writes wait for ``block`` when it is set."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list[int]]] = []
+        self.open = True
+        self.block: asyncio.Event | None = None
+        self.refuse = False
+
+    def _record(self, how: str, batches: list[tuple[str, list[Item]]]) -> None:
+        self.sent.append((how, [i.change for _, items in batches for i in items]))
+
+    async def send(self, batches: list[tuple[str, list[Item]]]) -> None:
+        if self.block is not None:
+            await self.block.wait()
+        self._record("sender", batches)
+
+    async def idle(self) -> None:
+        pass
+
+    async def finish(self, reason: str) -> None:
+        pass
+
+    def ready(self) -> bool:
+        return self.open
+
+    def send_now(self, batches: list[tuple[str, list[Item]]]) -> None:
+        if self.refuse:
+            raise RuntimeError("closing")
+        self._record("direct", batches)
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_change_to_a_quiet_connection_is_written_before_put_returns():
+    sink = DirectSink()
+    metrics = Metrics()
+    box = Outbox(sink, metrics, Ticker(0.001))
+    task = asyncio.create_task(box.run())
+    await settle()  # the sender waits
+    box.put("s", [it(1)])
+    assert sink.sent == [("direct", [1])]  # no await in between
+    await asyncio.sleep(0.01)  # quiet again
+    box.put("s", [it(2)])
+    assert sink.sent == [("direct", [1]), ("direct", [2])]
+    assert metrics.registry.get_sample_value("rowcast_broadcaster_frames_direct_total") == 2
+    box.close(GONE)
+    await task
+
+
+async def test_nothing_is_written_directly_while_the_sender_is_still_writing():
+    sink = DirectSink()
+    box = Outbox(sink, Metrics(), Ticker(0.001))
+    task = asyncio.create_task(box.run())
+    await settle()
+    sink.open = False  # the socket is paused: the sender takes change 1
+    sink.block = asyncio.Event()
+    box.put("s", [it(1)])
+    await settle()  # the sender is inside its write, waiting for the socket
+    sink.open = True
+    await asyncio.sleep(0.01)  # a whole window later: the connection counts as quiet
+    box.put("s", [it(2)])
+    assert sink.sent == []  # change 2 did not overtake change 1
+    sink.block.set()
+    for _ in range(100):
+        if len(sink.sent) == 2:
+            break
+        await asyncio.sleep(0.005)
+    assert [changes for _, changes in sink.sent] == [[1], [2]]
+    box.close(GONE)
+    await task
+
+
+async def test_a_refused_direct_write_ends_the_connection():
+    sink = DirectSink()
+    box = Outbox(sink, Metrics(), Ticker(0.001))
+    task = asyncio.create_task(box.run())
+    await settle()
+    sink.refuse = True
+    box.put("s", [it(1)])
+    assert box.reason == GONE
+    await asyncio.wait_for(task, 5)
+
+
+async def test_more_than_one_small_change_goes_through_the_sender():
+    """A catch-up page or a large change waits for the socket after each
+    frame (through the sender): it is never piled into the socket's buffer."""
+    sink = DirectSink()
+    box = Outbox(sink, Metrics(), Ticker(0.001))
+    task = asyncio.create_task(box.run())
+    await settle()
+    box.put("s", [it(1), it(2)])
+    assert sink.sent == []
+    await asyncio.sleep(0.01)
+    big = Item(3, "r3", False, b'"' + b"x" * DIRECT_MAX_BYTES + b'"')
+    box.put("s", [big])
+    assert sink.sent == [("sender", [1, 2])]
+    for _ in range(100):
+        if len(sink.sent) == 2:
+            break
+        await asyncio.sleep(0.005)
+    assert sink.sent == [("sender", [1, 2]), ("sender", [3])]
+    box.close(GONE)
+    await task
