@@ -177,9 +177,10 @@ class Outbox:
             log.debug("direct write refused (%s): the connection ends", e)
             self.close(GONE)
             return True
-        self.metrics.frames.inc(len(batches))
-        self.metrics.frames_direct.inc(len(batches))
-        self.metrics.changes_out.inc(sum(len(b[1]) for b in batches))
+        m = self.metrics
+        m.frames += len(batches)
+        m.frames_direct += len(batches)
+        m.changes_out += sum(len(b[1]) for b in batches)
         return True
 
     def flush(self) -> None:
@@ -251,8 +252,8 @@ class Outbox:
                         return
                 finally:
                     self._sending = False
-                self.metrics.frames.inc(len(batches))
-                self.metrics.changes_out.inc(sum(len(b[1]) for b in batches))
+                self.metrics.frames += len(batches)
+                self.metrics.changes_out += sum(len(b[1]) for b in batches)
                 continue
             # A flush that found nothing to send (a tick after an ack took
             # everything) is spent: only a new one may wake this sender.
