@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+from websockets.frames import Frame, Opcode
 
 from rowcast.broadcaster.item import Item
 
@@ -25,6 +26,32 @@ def ws_rows(session: str, items: Sequence[Item]) -> bytes:
             b"]}",
         )
     )
+
+
+def ws_rows_wire(session: str, items: Sequence[Item]) -> bytes:
+    """``ws_rows`` as a whole WebSocket text frame from a server (unmasked, no
+    extension), serialized by the websockets library. The frame of one change
+    is made once and kept: every subscriber of the session sends the same
+    bytes."""
+    if len(items) != 1:
+        return _wire(ws_rows(session, items))
+    key = (session, items[0].json)
+    hit = _wires.get(key)
+    if hit is None:
+        if len(_wires) >= _WIRES_MAX:
+            _wires.clear()
+        hit = _wires[key] = _wire(ws_rows(session, items))
+    return hit
+
+
+def _wire(payload: bytes) -> bytes:
+    return Frame(Opcode.TEXT, payload).serialize(mask=False)
+
+
+# Keyed by the change's own encoded bytes (the same object for every
+# connection, so a lookup is an identity check), with its session.
+_wires: dict[tuple[str, bytes], bytes] = {}
+_WIRES_MAX = 4096
 
 
 def ws_resync(session: str) -> bytes:

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from websockets.protocol import OPEN as WS_OPEN
 
 from rowcast.broadcaster import frames
 from rowcast.broadcaster.auth import Denied, Grant, authorize, token_from
@@ -89,9 +90,10 @@ RAW_SEND = "rowcast.raw_send"
 
 
 class Direct:
-    """Writing a text frame without awaiting, on uvicorn's websockets-sansio
-    protocol (the server this broadcaster runs): what its ``send`` does for
-    ``websocket.send`` once it need not wait."""
+    """Writing whole text frames without awaiting, on uvicorn's
+    websockets-sansio protocol (the server this broadcaster runs): what its
+    ``send`` does for ``websocket.send`` once it need not wait, with the frame
+    serialized once for every connection that sends it (frames.ws_rows_wire)."""
 
     __slots__ = ("proto",)
 
@@ -104,22 +106,29 @@ class Direct:
         needed = ("conn", "transport", "writable", "close_sent", "disconnected")
         if proto is None or not all(hasattr(proto, a) for a in (*needed, "handshake_complete")):
             return None
+        conn = proto.conn
+        if not all(hasattr(conn, a) for a in ("state", "extensions", "expect_continuation_frame")):
+            return None
         return cls(proto)
 
     def ready(self) -> bool:
         p = self.proto
+        c = p.conn
         return (
             p.handshake_complete
             and not p.close_sent
             and not p.disconnected
             and p.writable.is_set()
             and not p.transport.is_closing()
+            # A frame serialized for all is only right on an open connection
+            # without extensions (permessage-deflate is off) or a fragment.
+            and c.state is WS_OPEN
+            and not c.extensions
+            and not c.expect_continuation_frame
         )
 
-    def write(self, data: bytes) -> None:
-        p = self.proto
-        p.conn.send_text(data)
-        p.transport.write(b"".join(p.conn.data_to_send()))
+    def write(self, wire: bytes) -> None:
+        self.proto.transport.write(wire)
 
 
 class WsConnection:
@@ -160,7 +169,7 @@ class WsConnection:
     def send_now(self, batches: list[tuple[str, list[Item]]]) -> None:
         assert self._direct is not None
         for session, items in batches:
-            self._direct.write(frames.ws_rows(session, items))
+            self._direct.write(frames.ws_rows_wire(session, items))
 
     async def finish(self, reason: str) -> None:
         if reason == GONE:

@@ -122,3 +122,24 @@ async def test_more_than_one_small_change_goes_through_the_sender():
     assert sink.sent == [("sender", [1, 2]), ("sender", [3])]
     box.close(GONE)
     await task
+
+
+def test_a_changes_frame_is_what_a_websocket_client_reads_and_made_once():
+    from websockets.frames import Frame, Opcode
+    from websockets.streams import StreamReader
+
+    from rowcast.broadcaster.frames import ws_rows, ws_rows_wire
+
+    for size in (10, 200, 70_000):  # the three length encodings of the header
+        item = Item(1, "r1", False, b'{"body":"' + b"x" * size + b'"}')
+        wire = ws_rows_wire("s", [item])
+        assert ws_rows_wire("s", [item]) is wire  # every subscriber sends these bytes
+        reader = StreamReader()
+        reader.feed_data(wire)
+        parse = Frame.parse(reader.read_exact, mask=False)
+        try:
+            next(parse)
+        except StopIteration as done:
+            frame = done.value
+        assert (frame.opcode, frame.fin, frame.data) == (Opcode.TEXT, True, ws_rows("s", [item]))
+        assert not reader.buffer  # nothing else on the wire
