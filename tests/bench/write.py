@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 import orjson
+import psutil
 import psycopg
 from redis.asyncio import Redis
 
@@ -86,6 +87,7 @@ async def bench_writer(
         "ROWCAST_LOG_LEVEL": "WARNING",
         "ROWCAST_SHARDS": str(shards),
     }
+    redis_cpu = await _redis_cpu(redis)
     started = time.perf_counter()
     procs = [
         subprocess.Popen(
@@ -94,10 +96,23 @@ async def bench_writer(
         for _ in range(writers)
     ]
     lat: list[float] = []
+    cpu: dict[str, float] = {}
     try:
+        backends: list[psutil.Process] = []
+        writer_cpu0 = 0.0  # start-up (imports, schema check) left out
         while not await drained(redis, keys, shards):
+            if not backends:
+                backends = _writer_backends(db_url)
+                writer_cpu0 = sum(_cpu(psutil.Process(p.pid)) for p in procs)
             await asyncio.sleep(0.02)
         seconds = time.perf_counter() - started
+        # CPU of the drain, per entry: the writer processes (from their first
+        # PostgreSQL connection), their PostgreSQL backends and the Redis
+        # server (all it did meanwhile: this bench is its only busy client).
+        n = len(entries)
+        cpu["writer"] = (sum(_cpu(psutil.Process(p.pid)) for p in procs) - writer_cpu0) / n * 1e6
+        cpu["postgres"] = sum(_cpu(b) for b in backends) / n * 1e6
+        cpu["redis"] = (await _redis_cpu(redis) - redis_cpu) / n * 1e6
         # Receipt latency on the now idle pipeline.
         for i in range(500 if latency else 0):
             t0 = time.perf_counter()
@@ -113,10 +128,38 @@ async def bench_writer(
             await redis.delete(key)
         await redis.aclose()
     out: dict[str, Any] = {"seconds": seconds, "rate": len(entries) / seconds}
+    if cpu:
+        out["cpu_us_per_entry"] = cpu
     if lat:
         lat.sort()
         out["p50_ms"] = statistics.median(lat)
         out["p99_ms"] = lat[int(len(lat) * 0.99) - 1]
+    return out
+
+
+def _cpu(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
+async def _redis_cpu(redis: Redis) -> float:
+    info = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _writer_backends(db_url: str) -> list[psutil.Process]:
+    """The PostgreSQL server processes serving the writers (same machine)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        pids = conn.execute(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE application_name = 'rowcast-writer' AND datname = current_database()"
+        ).fetchall()
+    out = []
+    for (pid,) in pids:
+        try:
+            out.append(psutil.Process(pid))
+        except psutil.Error:
+            continue
     return out
 
 
@@ -195,6 +238,11 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:34} {r['rate']:>10,.0f} {r['rate'] / base:>6.1f}x")
     w = results["rowcast writer end to end"]
+    c = w["cpu_us_per_entry"]
+    print(
+        f"CPU per entry of the writer run: writer {c['writer']:.1f} us, its PostgreSQL"
+        f" backend {c['postgres']:.1f} us, Redis {c['redis']:.1f} us"
+    )
     print(
         f"receipt latency on an idle pipeline (500 sequential waits): "
         f"p50 {w['p50_ms']:.2f} ms, p99 {w['p99_ms']:.2f} ms"
