@@ -59,11 +59,18 @@ class Watch:
     def session(self) -> str:
         return self.sub.session
 
-    def live(self, item: Item) -> None:
-        step = self.sub.live(item)
-        if step.fetch:
-            self.hub.metrics.gaps.inc()
-        self._apply(step)
+    def live(self, items: list[Item]) -> None:
+        """This session's changes from one pub/sub message, in change order:
+        handed to the connection together (one frame when it sends at once)."""
+        deliver: list[Item] = []
+        fetch = False
+        for item in items:
+            step = self.sub.live(item)
+            if step.fetch:
+                self.hub.metrics.gaps.inc()
+                fetch = True
+            deliver += step.deliver
+        self._apply(Step(deliver, fetch))
 
     def poke(self) -> None:
         if not self.closed and self.sub.poke():
@@ -165,26 +172,31 @@ class Hub:
             self._recheck_unreadable(data)
             return
         sessions = self._sessions
-        routed = 0
+        # Each watched session's changes, in order (one frame per session and
+        # connection when it sends at once); unreadable ones are gaps, read
+        # from PostgreSQL after what could be read is delivered.
+        grouped: dict[str, list[Item]] = {}
+        unreadable: list[str | None] = []
         for c in changes:
             session = c.get("session") if isinstance(c, dict) else None
-            watches = sessions.get(session) if isinstance(session, str) else None
-            if session is not None and not watches:
+            if session is not None and not (isinstance(session, str) and session in sessions):
                 continue
             try:
                 item = from_message_change(c)
             except (KeyError, TypeError, ValueError, AttributeError) as e:
                 self.metrics.bad_messages.inc()
                 log.warning("unreadable change in a P:rows message (%s): rechecking", e)
-                self._gap([session] if isinstance(session, str) else None)
+                unreadable.append(session if isinstance(session, str) else None)
                 continue
-            assert watches is not None
-            routed += 1
+            assert isinstance(session, str)
+            grouped.setdefault(session, []).append(item)
+        for session, items in grouped.items():
+            self.metrics.changes_in += len(items)
             # A put may close a connection and unwatch its sessions: iterate a copy.
-            for w in tuple(watches):
-                w.live(item)
-        if routed:
-            self.metrics.changes_in += routed
+            for w in tuple(sessions.get(session, ())):
+                w.live(items)
+        for bad in unreadable:
+            self._gap(None if bad is None else [bad])
 
     def _recheck_unreadable(self, data: bytes) -> None:
         """A message orjson refuses (a number beyond a double, say): find its

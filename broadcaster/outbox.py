@@ -36,8 +36,9 @@ GONE = "gone"
 """The client went away (or the connection ended otherwise)."""
 
 DIRECT_MAX_BYTES = 64 * 1024
-"""The largest change written without the sender: a socket's write buffer
-starts pushing back at this size (asyncio's and uvloop's default)."""
+"""The most change bytes written at once without the sender: a socket's
+write buffer starts pushing back at this size (asyncio's and uvloop's
+default)."""
 
 
 class Sink(Protocol):
@@ -121,6 +122,7 @@ class Outbox:
         if self.reason is not None or not items:
             return
         p = self.pending
+        fresh = not p.count
         p.add(session, items)
         n = p.count
         self.metrics.observe_queue(n)
@@ -133,10 +135,11 @@ class Outbox:
             return
         if n > self._low:
             self._room.clear()
-        # One small change may skip the sender (_send_now); anything larger
-        # goes through it, so a socket's buffer never holds more than a frame
-        # it did not ask for (the sender waits for the socket after each).
-        one = n == 1 and len(items) == 1 and len(items[0].json) <= DIRECT_MAX_BYTES
+        # What one message brings an idle connection may skip the sender
+        # (_send_now) when it is small; anything larger goes through it, so a
+        # socket's buffer never holds much it did not ask for (the sender
+        # waits for the socket after each frame).
+        one = fresh and sum(len(i.json) for i in items) <= DIRECT_MAX_BYTES
         if p.urgent or n >= self.max_batch:
             self._now(one)
         elif self._scheduled:

@@ -52,18 +52,24 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_a_change_to_a_quiet_connection_is_written_before_put_returns():
+async def test_a_quiet_connections_changes_are_written_before_put_returns():
+    """What one pub/sub message brings a quiet connection (the hub hands over
+    a session's changes together) is one frame, written by the hub itself:
+    the sender task is not woken."""
     sink = DirectSink()
     metrics = Metrics()
     box = Outbox(sink, metrics, Ticker(0.001))
     task = asyncio.create_task(box.run())
     await settle()  # the sender waits
-    box.put("s", [it(1)])
-    assert sink.sent == [("direct", [1])]  # no await in between
+    waiter = box._waiter
+    box.put("s", [it(1), it(2)])
+    assert sink.sent == [("direct", [1, 2])]  # no await in between
+    assert box._waiter is waiter and not waiter.done()  # the sender slept through
     await asyncio.sleep(0.01)  # quiet again
-    box.put("s", [it(2)])
-    assert sink.sent == [("direct", [1]), ("direct", [2])]
-    assert metrics.registry.get_sample_value("rowcast_broadcaster_frames_direct_total") == 2
+    box.put("s", [it(3)])
+    assert sink.sent == [("direct", [1, 2]), ("direct", [3])]
+    total = metrics.registry.get_sample_value("rowcast_broadcaster_frames_direct_total")
+    assert total == 2
     box.close(GONE)
     await task
 
@@ -102,24 +108,23 @@ async def test_a_refused_direct_write_ends_the_connection():
     await asyncio.wait_for(task, 5)
 
 
-async def test_more_than_one_small_change_goes_through_the_sender():
-    """A catch-up page or a large change waits for the socket after each
-    frame (through the sender): it is never piled into the socket's buffer."""
+async def test_large_changes_and_changes_behind_others_go_through_the_sender():
+    """More than DIRECT_MAX_BYTES at once waits for the socket after each
+    frame (through the sender): it is never piled into the socket's buffer.
+    A change that finds others waiting joins them."""
     sink = DirectSink()
     box = Outbox(sink, Metrics(), Ticker(0.001))
     task = asyncio.create_task(box.run())
     await settle()
-    box.put("s", [it(1), it(2)])
+    half = b'"' + b"x" * (DIRECT_MAX_BYTES // 2) + b'"'
+    box.put("s", [Item(1, "r1", False, half), Item(2, "r2", False, half)])
+    box.put("s", [it(3)])
     assert sink.sent == []
-    await asyncio.sleep(0.01)
-    big = Item(3, "r3", False, b'"' + b"x" * DIRECT_MAX_BYTES + b'"')
-    box.put("s", [big])
-    assert sink.sent == [("sender", [1, 2])]
     for _ in range(100):
-        if len(sink.sent) == 2:
+        if sink.sent:
             break
         await asyncio.sleep(0.005)
-    assert sink.sent == [("sender", [1, 2]), ("sender", [3])]
+    assert sink.sent == [("sender", [1, 2, 3])]
     box.close(GONE)
     await task
 
