@@ -52,15 +52,30 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def started(
+    metrics: Metrics | None = None,
+) -> tuple[DirectSink, Outbox, asyncio.Task[None]]:
+    """An outbox on a DirectSink with its sender running and idle."""
+    sink = DirectSink()
+    box = Outbox(sink, metrics or Metrics(), Ticker(0.001))
+    task = asyncio.create_task(box.run())
+    await settle()
+    return sink, box, task
+
+
+async def until_sent(sink: DirectSink, frames: int) -> None:
+    for _ in range(100):
+        if len(sink.sent) >= frames:
+            return
+        await asyncio.sleep(0.005)
+
+
 async def test_a_quiet_connections_changes_are_written_before_put_returns():
     """What one pub/sub message brings a quiet connection (the hub hands over
     a session's changes together) is one frame, written by the hub itself:
     the sender task is not woken."""
-    sink = DirectSink()
     metrics = Metrics()
-    box = Outbox(sink, metrics, Ticker(0.001))
-    task = asyncio.create_task(box.run())
-    await settle()  # the sender waits
+    sink, box, task = await started(metrics)
     waiter = box._waiter
     box.put("s", [it(1), it(2)])
     assert sink.sent == [("direct", [1, 2])]  # no await in between
@@ -75,10 +90,7 @@ async def test_a_quiet_connections_changes_are_written_before_put_returns():
 
 
 async def test_nothing_is_written_directly_while_the_sender_is_still_writing():
-    sink = DirectSink()
-    box = Outbox(sink, Metrics(), Ticker(0.001))
-    task = asyncio.create_task(box.run())
-    await settle()
+    sink, box, task = await started()
     sink.open = False  # the socket is paused: the sender takes change 1
     sink.block = asyncio.Event()
     box.put("s", [it(1)])
@@ -88,20 +100,14 @@ async def test_nothing_is_written_directly_while_the_sender_is_still_writing():
     box.put("s", [it(2)])
     assert sink.sent == []  # change 2 did not overtake change 1
     sink.block.set()
-    for _ in range(100):
-        if len(sink.sent) == 2:
-            break
-        await asyncio.sleep(0.005)
+    await until_sent(sink, 2)
     assert [changes for _, changes in sink.sent] == [[1], [2]]
     box.close(GONE)
     await task
 
 
 async def test_a_refused_direct_write_ends_the_connection():
-    sink = DirectSink()
-    box = Outbox(sink, Metrics(), Ticker(0.001))
-    task = asyncio.create_task(box.run())
-    await settle()
+    sink, box, task = await started()
     sink.refuse = True
     box.put("s", [it(1)])
     assert box.reason == GONE
@@ -112,18 +118,12 @@ async def test_large_changes_and_changes_behind_others_go_through_the_sender():
     """More than DIRECT_MAX_BYTES at once waits for the socket after each
     frame (through the sender): it is never piled into the socket's buffer.
     A change that finds others waiting joins them."""
-    sink = DirectSink()
-    box = Outbox(sink, Metrics(), Ticker(0.001))
-    task = asyncio.create_task(box.run())
-    await settle()
+    sink, box, task = await started()
     half = b'"' + b"x" * (DIRECT_MAX_BYTES // 2) + b'"'
     box.put("s", [Item(1, "r1", False, half), Item(2, "r2", False, half)])
     box.put("s", [it(3)])
     assert sink.sent == []
-    for _ in range(100):
-        if sink.sent:
-            break
-        await asyncio.sleep(0.005)
+    await until_sent(sink, 1)
     assert sink.sent == [("sender", [1, 2, 3])]
     box.close(GONE)
     await task
