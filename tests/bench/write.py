@@ -100,10 +100,15 @@ async def bench_writer(
     try:
         backends: list[psutil.Process] = []
         writer_cpu0 = 0.0  # start-up (imports, schema check) left out
+        rss: list[float] = []  # MB, once a second while draining
+        next_rss = 0.0
         while not await drained(redis, keys, shards):
             if not backends:
                 backends = _writer_backends(db_url)
                 writer_cpu0 = sum(_cpu(psutil.Process(p.pid)) for p in procs)
+            if backends and time.monotonic() >= next_rss:
+                rss.append(sum(psutil.Process(p.pid).memory_info().rss for p in procs) / 1e6)
+                next_rss = time.monotonic() + 1.0
             await asyncio.sleep(0.02)
         seconds = time.perf_counter() - started
         # CPU of the drain, per entry: the writer processes (from their first
@@ -130,6 +135,8 @@ async def bench_writer(
     out: dict[str, Any] = {"seconds": seconds, "rate": len(entries) / seconds}
     if cpu:
         out["cpu_us_per_entry"] = cpu
+    if rss:
+        out["writer_rss_mb"] = {"first": rss[0], "max": max(rss), "last": rss[-1]}
     if lat:
         lat.sort()
         out["p50_ms"] = statistics.median(lat)
@@ -213,6 +220,8 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=1, help="ROWCAST_SHARDS of the writer runs")
     ap.add_argument("--writers", default="", help="comma-separated writer process counts, e.g. 1,2")
     a = ap.parse_args()
+    if not 1 <= a.entries <= 2_000_000 or not 1 <= a.naive <= a.entries:
+        ap.error("--entries must be in 1..2000000 and --naive in 1..--entries")
     if a.writers:
         counts = [int(x) for x in a.writers.split(",")]
         return fleet_main(a.entries, a.sessions, a.shards, counts)
@@ -238,6 +247,12 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:34} {r['rate']:>10,.0f} {r['rate'] / base:>6.1f}x")
     w = results["rowcast writer end to end"]
+    if "writer_rss_mb" in w:
+        m = w["writer_rss_mb"]
+        print(
+            f"writer RSS while draining (once a second): first {m['first']:.1f} MB,"
+            f" most {m['max']:.1f} MB, last {m['last']:.1f} MB"
+        )
     c = w["cpu_us_per_entry"]
     print(
         f"CPU per entry of the writer run: writer {c['writer']:.1f} us, its PostgreSQL"

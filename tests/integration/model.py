@@ -65,19 +65,21 @@ class Model:
         An extend that cannot apply (the row's body is not an object, or it
         would grow past ``max_body``) is refused and changes nothing.
         """
-        changed: list[tuple[str, str]] = []
+        changed: set[tuple[str, str]] = set()
+        seen: list[tuple[str, str]] = []  # first entries, in batch order
         for op, session, row, kind, body in batch:
             key = (session, row)
+            seen.append(key)
             r = self.rows.get(key)
             if r is None:
                 seq = self.next_sequence.get(session, 0)
                 self.next_sequence[session] = seq + 1
                 self.rows[key] = Row(seq, 0, 0, kind, body, self.position)
-                changed.append(key)
+                changed.add(key)
             elif op == "upsert":
                 r.revision += 1
                 r.kind, r.body = kind, body
-                changed.append(key)
+                changed.add(key)
             elif op == "extend":
                 try:
                     new = extended(json.loads(r.body), json.loads(body))
@@ -90,9 +92,11 @@ class Model:
                     else:
                         r.revision += 1
                         r.kind, r.body = kind, text
-                        changed.append(key)
+                        changed.add(key)
             self.position += 1
-        for key in dict.fromkeys(changed):
+        # A row whose first entry changed nothing (a duplicate append) and a
+        # later one did still takes its place at that first entry.
+        for key in (k for k in dict.fromkeys(seen) if k in changed):
             n = self.last_change.get(key[0], 0) + 1
             self.last_change[key[0]] = n
             self.rows[key].change = n
