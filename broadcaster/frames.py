@@ -35,12 +35,18 @@ def ws_rows_wire(session: str, items: Sequence[Item]) -> bytes:
     bytes."""
     if len(items) != 1:
         return _wire(ws_rows(session, items))
+    global _wires_bytes
     key = (session, items[0].json)
     hit = _wires.get(key)
     if hit is None:
-        if len(_wires) >= _WIRES_MAX:
+        hit = _wire(ws_rows(session, items))
+        if len(hit) > _WIRE_CACHED_MAX:
+            return hit  # rarely shared enough to be worth keeping
+        if len(_wires) >= _WIRES_MAX or _wires_bytes > _WIRES_BYTES:
             _wires.clear()
-        hit = _wires[key] = _wire(ws_rows(session, items))
+            _wires_bytes = 0
+        _wires[key] = hit
+        _wires_bytes += 2 * len(hit)  # the frame and its key's bytes
     return hit
 
 
@@ -51,7 +57,10 @@ def _wire(payload: bytes) -> bytes:
 # Keyed by the change's own encoded bytes (the same object for every
 # connection, so a lookup is an identity check), with its session.
 _wires: dict[tuple[str, bytes], bytes] = {}
+_wires_bytes = 0
 _WIRES_MAX = 4096
+_WIRES_BYTES = 16 * 1024 * 1024
+_WIRE_CACHED_MAX = 16 * 1024
 
 
 def ws_resync(session: str) -> bytes:

@@ -179,16 +179,17 @@ class Hub:
         unreadable: list[str | None] = []
         for c in changes:
             session = c.get("session") if isinstance(c, dict) else None
-            if session is not None and not (isinstance(session, str) and session in sessions):
+            if isinstance(session, str) and session not in sessions:
                 continue
             try:
+                if not isinstance(session, str):
+                    raise TypeError("a change without a session")
                 item = from_message_change(c)
             except (KeyError, TypeError, ValueError, AttributeError) as e:
                 self.metrics.bad_messages.inc()
                 log.warning("unreadable change in a P:rows message (%s): rechecking", e)
                 unreadable.append(session if isinstance(session, str) else None)
                 continue
-            assert isinstance(session, str)
             grouped.setdefault(session, []).append(item)
         for session, items in grouped.items():
             self.metrics.changes_in += len(items)

@@ -82,7 +82,7 @@ class Ticker:
         self._handle = None
         due, self._due = self._due, []
         for box in due:
-            box.flush()
+            box.tick()
 
 
 @dataclass(eq=False)
@@ -176,7 +176,10 @@ class Outbox:
         self._flushed_at = self.ticker.clock()
         try:
             self.sink.send_now(batches)
-        except Exception as e:  # the connection ended under us (a close crossing it)
+        except Exception as e:
+            # Rare: a transport that lost its connection drops writes without
+            # raising (ready() saw it open). Should one raise, the client
+            # resumes from its cursor, as after any other hang-up.
             log.debug("direct write refused (%s): the connection ends", e)
             self.close(GONE)
             return True
@@ -185,6 +188,12 @@ class Outbox:
         m.frames_direct += len(batches)
         m.changes_out += sum(len(b[1]) for b in batches)
         return True
+
+    def tick(self) -> None:
+        """The window this connection waited for is over (if it still waits:
+        an ack or a full batch may have sent everything already)."""
+        if self._scheduled:
+            self.flush()
 
     def flush(self) -> None:
         """Send what waits now (the window is over, a batch is full, an ack,

@@ -209,3 +209,29 @@ async def test_a_tick_that_finds_nothing_does_not_swallow_the_next_change():
     assert sink.sent == [[1], [2, 3], [4]]
     box.close(SHUTDOWN)
     await asyncio.wait_for(task, 10)
+
+
+async def test_a_window_an_ack_emptied_does_not_hold_back_the_next_change():
+    # The ack sends everything, so the window's end finds nothing: it must
+    # not count as a send, or the connection would not look quiet a window
+    # after the ack and its next change would wait a window more.
+    now = [1000.0]
+    sink = FakeSink()
+    box = Outbox(sink, Metrics(), Ticker(10.0, clock=lambda: now[0]))
+    task = asyncio.create_task(box.run())
+    box.put("s", [it(1)])  # quiet: goes at once
+    await asyncio.wait_for(sink.got.wait(), 10)
+    sink.got.clear()
+    box.put("s", [it(2)])  # busy: a window opens
+    box.put("s", [it(3, ack=True)])  # the ack sends both now
+    await asyncio.wait_for(sink.got.wait(), 10)
+    sink.got.clear()
+    now[0] += 6.0
+    box.tick()  # the window ends with nothing in it
+    await asyncio.sleep(0.05)
+    now[0] += 6.0  # a whole window after the ack
+    box.put("s", [it(4)])
+    await asyncio.wait_for(sink.got.wait(), 1)  # not another (10 s) window
+    assert sink.sent == [[1], [2, 3], [4]]
+    box.close(SHUTDOWN)
+    await asyncio.wait_for(task, 10)
