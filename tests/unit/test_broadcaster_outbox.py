@@ -187,20 +187,27 @@ async def test_the_watchdog_leaves_a_connection_that_is_not_writing_alone():
     assert sink.finished == [SHUTDOWN]
 
 
-async def test_a_tick_that_finds_nothing_does_not_swallow_the_next_change():
-    # An ack sends everything at once; the window's tick that follows finds
-    # nothing. A later change on the quiet connection must still go.
-    now = [1000.0]
+async def window_sent_by_an_ack(ticker: Ticker) -> tuple[FakeSink, Outbox, asyncio.Task[None]]:
+    """A connection that sent change 1 at once, opened a window for change 2,
+    and sent 2 and 3 at once because 3 carries an ack: its window is empty."""
     sink = FakeSink()
-    box = Outbox(sink, Metrics(), Ticker(3600.0, clock=lambda: now[0]))
+    box = Outbox(sink, Metrics(), ticker)
     task = asyncio.create_task(box.run())
     box.put("s", [it(1)])  # quiet: goes at once
     await asyncio.wait_for(sink.got.wait(), 10)
     sink.got.clear()
-    box.put("s", [it(2)])  # busy: waits for the tick
-    box.put("s", [it(3, ack=True)])  # the ack takes it along at once
+    box.put("s", [it(2)])  # busy: a window opens
+    box.put("s", [it(3, ack=True)])  # the ack sends both now
     await asyncio.wait_for(sink.got.wait(), 10)
     sink.got.clear()
+    return sink, box, task
+
+
+async def test_a_tick_that_finds_nothing_does_not_swallow_the_next_change():
+    # An ack sends everything at once; the window's tick that follows finds
+    # nothing. A later change on the quiet connection must still go.
+    now = [1000.0]
+    sink, box, task = await window_sent_by_an_ack(Ticker(3600.0, clock=lambda: now[0]))
     box.flush()  # the tick, with nothing left to send
     await asyncio.sleep(0.05)
     now[0] += 7200.0  # quiet again
@@ -216,16 +223,7 @@ async def test_a_window_an_ack_emptied_does_not_hold_back_the_next_change():
     # not count as a send, or the connection would not look quiet a window
     # after the ack and its next change would wait a window more.
     now = [1000.0]
-    sink = FakeSink()
-    box = Outbox(sink, Metrics(), Ticker(10.0, clock=lambda: now[0]))
-    task = asyncio.create_task(box.run())
-    box.put("s", [it(1)])  # quiet: goes at once
-    await asyncio.wait_for(sink.got.wait(), 10)
-    sink.got.clear()
-    box.put("s", [it(2)])  # busy: a window opens
-    box.put("s", [it(3, ack=True)])  # the ack sends both now
-    await asyncio.wait_for(sink.got.wait(), 10)
-    sink.got.clear()
+    sink, box, task = await window_sent_by_an_ack(Ticker(10.0, clock=lambda: now[0]))
     now[0] += 6.0
     box.tick()  # the window ends with nothing in it
     await asyncio.sleep(0.05)
