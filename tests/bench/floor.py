@@ -13,7 +13,8 @@ XADD is sent:
   trip, the wake-up and the read in one);
 - commit: ``apply_batch`` and its COMMIT (one statement, one round trip);
 - publish: the after-commit script (rows stream, PUBLISH, receipts, XACK);
-- seen: the message reaches a subscriber.
+- seen: the message reaches a subscriber (a process of its own, on uvloop,
+  as a broadcaster is).
 
 With ``--rate R``, a separate process appends R entries/s to 100 other
 sessions (fanout.py's steady producer, 10 ms ticks) while the probe entries
@@ -106,6 +107,10 @@ def _stages(marks: list[tuple[str, float, float]], sent: float, seen: float) -> 
         if stage not in first:
             continue
         start, end = first[stage]
+        if stage == "publish":
+            # The script's PUBLISH may reach the subscriber before its answer
+            # reaches the writer: the stage ends with whichever comes first.
+            end = min(end, seen)
         if stage != "wake and read":
             out[f"to {stage}"] = max(0.0, start - at)
         out[stage] = end - max(start, at)
@@ -115,12 +120,22 @@ def _stages(marks: list[tuple[str, float, float]], sent: float, seen: float) -> 
     return out
 
 
-def _canonical(data: bytes) -> bytes:
-    """The message's changes re-encoded with sorted keys, to find the probe's."""
-    return b"".join(
-        orjson.dumps({"row": c.get("row"), "session": c.get("session")})
-        for c in orjson.loads(data).get("changes", ())
-    )
+async def _listen(channel: str) -> None:
+    """The subscriber process: a line when subscribed, then "<perf_counter>
+    <row>" for each probe change (session ``floor``) as it arrives."""
+    url = os.environ.get("ROWCAST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    redis = Redis.from_url(url)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(channel)
+    await pubsub.get_message(timeout=5)
+    print("subscribed", flush=True)
+    async for msg in pubsub.listen():
+        at = time.perf_counter()
+        if msg["type"] != "message":
+            continue
+        for c in orjson.loads(msg["data"]).get("changes", ()):
+            if c.get("session") == "floor":
+                print(f"{at:.6f} {c['row']}", flush=True)
 
 
 async def _load(rate: int, prefix: str, seconds: float) -> None:
@@ -175,25 +190,30 @@ async def run(entries: int, gap: float, rate: int) -> dict[str, tuple[float, flo
             cmd += ["--load-prefix", prefix, "--load-seconds", str(seconds)]
             load = subprocess.Popen(cmd)
             await asyncio.sleep(2)  # the load runs before the first probe
-        pubsub = redis.pubsub()
-        await pubsub.subscribe(Keys(prefix).channel)
-        await pubsub.get_message(timeout=1)
+        # The subscriber is a process of its own, as a broadcaster is: it
+        # prints when each probe's change arrived (perf_counter is the
+        # machine's monotonic clock, the same in every process).
+        listener = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.bench.floor", "--listen", Keys(prefix).channel,
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert listener.stdout is not None
+        await asyncio.wait_for(listener.stdout.readline(), 30)  # subscribed
         for i in range(entries):
             await asyncio.sleep(gap)
             marks.items.clear()
             marks.probe = (b"floor", f"r{i}".encode())
-            needle = b'"row":"r%d","session":"floor"' % i
             sent = time.perf_counter()
             await producer.append("floor", f"r{i}", "user", {"i": i})
             while True:
-                msg = await pubsub.get_message(timeout=10)
-                if msg is None:
-                    raise TimeoutError("no change published within 10 s")
-                if msg["type"] == "message" and needle in _canonical(msg["data"]):
+                line = await asyncio.wait_for(listener.stdout.readline(), 10)
+                at, row = line.split()
+                if row == b"r%d" % i:
                     break
-            for stage, value in _stages(marks.items, sent, time.perf_counter()).items():
+            for stage, value in _stages(marks.items, sent, float(at)).items():
                 got[stage].append(value)
-        await pubsub.aclose()
+        listener.terminate()
+        await listener.wait()
     finally:
         if load is not None:
             load.terminate()
@@ -219,7 +239,11 @@ def main() -> None:
     ap.add_argument("--load", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--load-prefix", help=argparse.SUPPRESS)
     ap.add_argument("--load-seconds", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--listen", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.listen is not None:  # the subscriber process
+        run_loop(_listen(args.listen))
+        return
     if args.load is not None:  # the load process of --rate
         asyncio.run(_load(args.load, args.load_prefix, args.load_seconds))
         return
