@@ -139,6 +139,11 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+RAW_SEND = "rowcast.raw_send"
+"""Scope key under which the guard leaves a WebSocket's ASGI send as the
+server gave it (the broadcaster writes quiet connections' frames on it: ws.py)."""
+
+
 @dataclass(eq=False)
 class Guard:
     app: ASGIApp
@@ -180,7 +185,7 @@ class Guard:
             if kind == "http":
                 send = _nosniff(send)
             else:
-                scope["rowcast.raw_send"] = send
+                scope[RAW_SEND] = send
             await self.app(scope, receive, send)
         finally:
             self.open -= 1

@@ -135,17 +135,12 @@ class Outbox:
             return
         if n > self._low:
             self._room.clear()
-        # What one message brings an idle connection may skip the sender
-        # (_send_now) when it is small; anything larger goes through it, so a
-        # socket's buffer never holds much it did not ask for (the sender
-        # waits for the socket after each frame).
-        one = fresh and sum(len(i.json) for i in items) <= DIRECT_MAX_BYTES
         if p.urgent or n >= self.max_batch:
-            self._now(one)
+            self._now(fresh, items)
         elif self._scheduled:
             return  # a window is open: this change joins its frame
         elif self._quiet():
-            self._now(one)
+            self._now(fresh, items)
         else:
             self._scheduled = True
             self.ticker.schedule(self)
@@ -156,8 +151,13 @@ class Outbox:
         connection that is already busy (adaptive coalescing)."""
         return self.ticker.clock() - self._flushed_at >= self.ticker.window
 
-    def _now(self, direct: bool) -> None:
-        if not (direct and self._send_now()):
+    def _now(self, fresh: bool, items: list[Item]) -> None:
+        # What one message brings an idle connection (nothing else waiting)
+        # may skip the sender when it is small; anything larger goes through
+        # it, so a socket's buffer never holds much it did not ask for (the
+        # sender waits for the socket after each frame).
+        small = fresh and sum(len(i.json) for i in items) <= DIRECT_MAX_BYTES
+        if not (small and self._send_now()):
             self.flush()
 
     def _send_now(self) -> bool:

@@ -22,6 +22,7 @@ from websockets.protocol import OPEN as WS_OPEN
 
 from rowcast.broadcaster import frames
 from rowcast.broadcaster.auth import Denied, Grant, authorize, token_from
+from rowcast.broadcaster.guard import RAW_SEND
 from rowcast.broadcaster.hub import Watch
 from rowcast.broadcaster.item import Item
 from rowcast.broadcaster.lifecycle import IDLE, goodbye, new_outbox, serve_feed
@@ -85,10 +86,6 @@ def _utf8(data: bytes) -> str:
         raise BadRequest("a message is JSON text in UTF-8") from None
 
 
-RAW_SEND = "rowcast.raw_send"
-"""Scope key under which the guard leaves the server's own ASGI send."""
-
-
 class Direct:
     """Writing whole text frames without awaiting, on uvicorn's
     websockets-sansio protocol (the server this broadcaster runs): what its
@@ -96,18 +93,31 @@ class Direct:
     serialized once for every connection that sends it (frames.ws_rows_wire)."""
 
     __slots__ = ("proto",)
+    _PROTOCOL = (
+        "conn", "transport", "writable", "close_sent", "disconnected", "handshake_complete",
+    )  # fmt: skip
+    _CONNECTION = ("state", "extensions", "expect_continuation_frame")
 
     def __init__(self, proto: Any) -> None:
         self.proto = proto
 
+    _PROTOCOL = (
+        "conn",
+        "transport",
+        "writable",
+        "close_sent",
+        "disconnected",
+        "handshake_complete",
+    )
+    _CONNECTION = ("state", "extensions", "expect_continuation_frame")
+
     @classmethod
     def of(cls, send: Any) -> Direct | None:
-        proto = getattr(send, "__self__", None)
-        needed = ("conn", "transport", "writable", "close_sent", "disconnected")
-        if proto is None or not all(hasattr(proto, a) for a in (*needed, "handshake_complete")):
+        """On the protocol behind ``send`` when it has what ``ready`` reads."""
+        proto: Any = getattr(send, "__self__", None)
+        if not all(hasattr(proto, a) for a in cls._PROTOCOL):
             return None
-        conn = proto.conn
-        if not all(hasattr(conn, a) for a in ("state", "extensions", "expect_continuation_frame")):
+        if not all(hasattr(proto.conn, a) for a in cls._CONNECTION):
             return None
         return cls(proto)
 
