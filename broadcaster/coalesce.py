@@ -116,6 +116,17 @@ class Pending:
         self.clear()
         return out
 
+    def one(self, session: str, item: Item) -> Item:
+        """What ``add(session, [item])`` then ``take`` would send, with nothing
+        else waiting: the item, or its delta when the client holds its base
+        (recorded as sent, as ``take`` does)."""
+        h = self._held.get(session)
+        if h is None:
+            return item
+        if self._collapse:
+            return _send_chain(session, [item], h)
+        return _send_one(item, h)
+
     def discard(self, session: str) -> None:
         """Forget what waits for one session (it was unsubscribed)."""
         held = self._sessions.pop(session, None)

@@ -62,6 +62,12 @@ class Watch:
     def live(self, items: list[Item]) -> None:
         """This session's changes from one pub/sub message, in change order:
         handed to the connection together (one frame when it sends at once)."""
+        if len(items) == 1:  # the common case, without the lists
+            step = self.sub.live(items[0])
+            if step.fetch:
+                self.hub.metrics.gaps.inc()
+            self._apply(step)
+            return
         deliver: list[Item] = []
         fetch = False
         for item in items:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import secrets
 import subprocess
@@ -107,6 +108,9 @@ async def _warm_peer(pub: PeerPublisher, workers: clients.Workers, sessions: lis
         raise RuntimeError(f"peer: {behind} clients got no mark in 60 s")
 
 
+_runs = itertools.count()
+
+
 async def _measure(
     args: argparse.Namespace,
     server: Server,
@@ -114,7 +118,8 @@ async def _measure(
     push: fanout.Pusher,
     pipe: fanout.Pipeline | None,
 ) -> dict[str, Any]:
-    sessions = [f"{server.name}{rate}-{i:03d}" for i in range(args.sessions)]
+    run = next(_runs)  # a rate may be asked for twice: each run its own sessions
+    sessions = [f"{server.name}{rate}-{run}-{i:03d}" for i in range(args.sessions)]
     workers = await clients.Workers.start(server.port, sessions, args.clients, args.workers)
     try:
         if args.pin:

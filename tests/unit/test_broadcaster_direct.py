@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
-from rowcast.broadcaster.item import Item
+import orjson
+
+from rowcast.broadcaster.item import Item, from_message_change
 from rowcast.broadcaster.metrics import Metrics
 from rowcast.broadcaster.outbox import DIRECT_MAX_BYTES, GONE, Outbox, Ticker
+from rowcast.contract.change import Change
 
 
 def it(change: int) -> Item:
@@ -152,3 +155,63 @@ def test_a_changes_frame_is_what_a_websocket_client_reads_and_made_once():
             frame = done.value
         assert (frame.opcode, frame.fin, frame.data) == (Opcode.TEXT, True, ws_rows("s", [item]))
         assert not reader.buffer  # nothing else on the wire
+
+
+async def test_single_changes_to_a_busy_connection_wait_for_the_window_together():
+    """Adaptive coalescing holds on the direct path too: a change that comes
+    within a window of the last frame waits, and the changes of that window go
+    as one frame."""
+    sink = DirectSink()
+    box = Outbox(sink, Metrics(), Ticker(0.05))
+    task = asyncio.create_task(box.run())
+    await settle()
+    box.put("s", [it(1)])  # quiet: at once
+    box.put("s", [it(2)])
+    box.put("s", [it(3)])
+    assert sink.sent == [("direct", [1])]
+    await until_sent(sink, 2)
+    assert sink.sent == [("direct", [1]), ("sender", [2, 3])]
+    box.close(GONE)
+    await task
+
+
+def _extend(number: int, revision: int, text: str) -> Item:
+    """A change of row r as the hub decodes it from P:rows: the whole body and,
+    from revision 1 on, the delta on the revision before."""
+    c = Change(
+        "s",
+        "r",
+        0,
+        revision,
+        number,
+        "assistant",
+        orjson.dumps({"text": "a" * revision + text}),
+        extend=None if revision == 0 else orjson.dumps({"text": text}),
+        base_revision=None if revision == 0 else revision - 1,
+    )
+    return from_message_change(orjson.loads(c.to_json()))
+
+
+async def test_a_quiet_connection_holding_the_base_is_sent_the_delta_directly():
+    frames: list[list[bytes]] = []
+
+    class Recording(DirectSink):
+        def send_now(self, batches: list[tuple[str, list[Item]]]) -> None:
+            super().send_now(batches)
+            frames.append([i.json for _, items in batches for i in items])
+
+    sink = Recording()
+    box = Outbox(sink, Metrics(), Ticker(0.001))
+    box.pending.track("s", deltas=True)
+    task = asyncio.create_task(box.run())
+    await settle()
+    box.put("s", [_extend(1, 0, "")])
+    await asyncio.sleep(0.01)
+    box.put("s", [_extend(2, 1, "b")])
+    assert [how for how, _ in sink.sent] == ["direct", "direct"]
+    first, second = (orjson.loads(f[0]) for f in frames)
+    assert "body" in first and "extend" not in first
+    assert second["extend"] == {"text": "b"} and second["base_revision"] == 0
+    assert "body" not in second
+    box.close(GONE)
+    await task
