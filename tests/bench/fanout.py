@@ -206,7 +206,10 @@ async def pipeline(clients: int) -> AsyncIterator[Pipeline]:
     db = databases.url_for(admin, name)
     migrate(db)
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROWCAST_")}
+    # The pipeline's own servers and prefix; tuning knobs (the linger, the
+    # coalescing window) pass through, so they can be compared.
+    kept = ("ROWCAST_LINGER_MS", "ROWCAST_BATCH_MAX", "ROWCAST_COALESCE_MS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROWCAST_") or k in kept}
     env.update(ROWCAST_REDIS_URL=redis_url, ROWCAST_DATABASE_URL=db, ROWCAST_PREFIX=prefix)
     # Every client comes from 127.0.0.1: lift the per-address cap above them.
     env["ROWCAST_MAX_CONNECTIONS_PER_CLIENT"] = str(clients + 100)
