@@ -39,6 +39,10 @@ _MAP_TROUBLE: tuple[type[BaseException], ...] = (*TRANSIENT_OR_OS, RedisClusterE
 """Why the cluster's map cannot be read just now (a failover, nodes down)."""
 
 
+READ_TOGETHER = 64
+"""At most this many pub/sub messages handed to the hub at once."""
+
+
 class SubscriptionLost(RedisError):
     """A node ended a sharded subscription (it no longer owns the shard)."""
 
@@ -53,7 +57,8 @@ class Feed:
     keys: Keys
     shards: Shards
     _: KW_ONLY
-    on_message: Callable[[bytes], Any]
+    on_message: Callable[[list[bytes]], Any]
+    """Messages received together, in order (one, unless more had arrived)."""
     on_up: Callable[[Shards], None]
     on_down: Callable[[Shards], None]
     client_name: str
@@ -187,13 +192,28 @@ class Feed:
                         raise RedisConnectionError("pub/sub connection stopped answering")
                     continue
                 ping_sent = None
-                kind = msg["type"]
-                if kind == "smessage":
-                    self.on_message(msg["data"])
-                    # Let the senders run between messages: redis-py hands out
+                if msg["type"] == "smessage":
+                    # With it, whatever else has arrived already (nothing when
+                    # the broadcaster keeps up): the hub frames them together.
+                    batch = [msg["data"]]
+                    msg = None
+                    try:
+                        while len(batch) < READ_TOGETHER:
+                            msg = await pubsub.get_message(timeout=0)
+                            if msg is None or msg["type"] != "smessage":
+                                break
+                            batch.append(msg["data"])
+                            msg = None
+                    finally:
+                        # Even when the read after them failed.
+                        self.on_message(batch)
+                    # Let the senders run between batches: redis-py hands out
                     # buffered messages without yielding.
                     await asyncio.sleep(0)
-                elif kind == "ssubscribe":
+                    if msg is None:
+                        continue
+                kind = msg["type"]
+                if kind == "ssubscribe":
                     waiting.discard(msg["channel"])
                     if not waiting:
                         log.info("subscribed to the channels of shards %s", sorted(shards))

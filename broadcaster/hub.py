@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass, field
 
 import orjson
@@ -165,51 +166,57 @@ class Hub:
             self.metrics.subscriptions.set(self._count)
 
     def route(self, data: bytes) -> None:
-        """One ``P:rows`` message. A change that cannot be read is a gap in its
-        session, never a silent loss: its subscribers read PostgreSQL."""
-        self.metrics.messages += 1
-        try:
-            changes = orjson.loads(data)["changes"]
-            if not isinstance(changes, list):
-                raise TypeError("changes is not a list")
-        except (orjson.JSONDecodeError, KeyError, TypeError) as e:
-            self.metrics.bad_messages.inc()
-            log.warning("unreadable P:rows message (%s): rechecking its sessions", e)
-            self._recheck_unreadable(data)
-            return
+        """One ``P:rows`` message (``route_all`` of it alone)."""
+        self.route_all((data,))
+
+    def route_all(self, messages: Sequence[bytes]) -> None:
+        """``P:rows`` messages read together, in order: each watched session's
+        changes of all of them go to its connections together (one frame per
+        session and connection when it sends at once). The feed hands over
+        what it had already received, so a broadcaster that falls behind sends
+        fewer, fuller frames and catches up, while an idle one still sends
+        each message as it comes. A change that cannot be read is a gap in its
+        session, never a silent loss: its subscribers read PostgreSQL, after
+        what could be read is delivered."""
         sessions = self._sessions
-        # Each watched session's changes, in order (one frame per session and
-        # connection when it sends at once); unreadable ones are gaps, read
-        # from PostgreSQL after what could be read is delivered.
         grouped: dict[str, list[Item]] = {}
-        unreadable: list[str | None] = []
-        for c in changes:
-            session = c.get("session") if isinstance(c, dict) else None
-            if isinstance(session, str) and session not in sessions:
-                continue
+        gaps: list[list[str] | None] = []
+        for data in messages:
+            self.metrics.messages += 1
             try:
-                if not isinstance(session, str):
-                    raise TypeError("a change without a session")
-                item = from_message_change(c)
-            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                changes = orjson.loads(data)["changes"]
+                if not isinstance(changes, list):
+                    raise TypeError("changes is not a list")
+            except (orjson.JSONDecodeError, KeyError, TypeError) as e:
                 self.metrics.bad_messages.inc()
-                log.warning("unreadable change in a P:rows message (%s): rechecking", e)
-                unreadable.append(session if isinstance(session, str) else None)
+                log.warning("unreadable P:rows message (%s): rechecking its sessions", e)
+                gaps.append(unreadable_sessions(data))
                 continue
-            grouped.setdefault(session, []).append(item)
+            for c in changes:
+                session = c.get("session") if isinstance(c, dict) else None
+                if isinstance(session, str) and session not in sessions:
+                    continue
+                try:
+                    if not isinstance(session, str):
+                        raise TypeError("a change without a session")
+                    item = from_message_change(c)
+                except (KeyError, TypeError, ValueError, AttributeError) as e:
+                    self.metrics.bad_messages.inc()
+                    log.warning("unreadable change in a P:rows message (%s): rechecking", e)
+                    gaps.append([session] if isinstance(session, str) else None)
+                    continue
+                got = grouped.get(session)
+                if got is None:
+                    grouped[session] = [item]
+                else:
+                    got.append(item)
         for session, items in grouped.items():
             self.metrics.changes_in += len(items)
             # A put may close a connection and unwatch its sessions: iterate a copy.
             for w in tuple(sessions.get(session, ())):
                 w.live(items)
-        for bad in unreadable:
-            self._gap(None if bad is None else [bad])
-
-    def _recheck_unreadable(self, data: bytes) -> None:
-        """A message orjson refuses (a number beyond a double, say): find its
-        sessions with the lenient standard parser; if even that fails, every
-        watched session may be affected."""
-        self._gap(unreadable_sessions(data))
+        for gap in gaps:
+            self._gap(gap)
 
     def _gap(self, sessions: list[str] | None) -> None:
         """Read these sessions (None: all watched) from PostgreSQL past their cursors."""
@@ -225,7 +232,7 @@ class Hub:
             lambda: self.redis_url,
             self.keys,
             frozenset(range(self.shards)),
-            on_message=self.route,
+            on_message=self.route_all,
             on_up=self._up,
             on_down=self._down,
             client_name=self.client_name,
