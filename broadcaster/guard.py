@@ -140,8 +140,10 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 RAW_SEND = "rowcast.raw_send"
-"""Scope key under which the guard leaves a WebSocket's ASGI send as the
-server gave it (the broadcaster writes quiet connections' frames on it: ws.py)."""
+"""Scope key holding the ASGI send as the server gave it, before any middleware
+wraps it: the broadcaster writes quiet connections' changes on it (ws.py,
+sse.py). The guard sets it for a WebSocket; for HTTP, where Starlette's error
+middleware wraps send before the guard sees it, the server does (server.py)."""
 
 
 @dataclass(eq=False)

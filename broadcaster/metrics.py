@@ -40,7 +40,7 @@ COUNTS = {
     "frames": ("rowcast_broadcaster_frames_sent", "WebSocket messages and SSE writes"),
     "frames_direct": (
         "rowcast_broadcaster_frames_direct",
-        "Frames written at once to a quiet WebSocket (without waking its sender)",
+        "Frames and SSE writes made at once to a quiet connection (without waking its sender)",
     ),
 }
 """Counters bumped for every message, frame or change: plain integers of the

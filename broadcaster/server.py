@@ -17,6 +17,7 @@ import uvicorn
 from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from rowcast.broadcaster.guard import RAW_SEND
 from rowcast.broadcaster.runtime import Runtime
 from rowcast.contract.errors import ConfigError
 
@@ -65,6 +66,11 @@ class _BoundedHttp(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:
+            # The send of this request's cycle, before any middleware wraps
+            # it: an event stream writes its quiet changes on it (sse.py).
+            self.scope[RAW_SEND] = cycle.send  # type: ignore[literal-required]
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

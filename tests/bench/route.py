@@ -1,6 +1,7 @@
 """The broadcaster's own Python per delivery, without sockets.
 
     python -m tests.bench.route [--sessions 100] [--clients 10] [--messages 2000]
+        [--sink ws|sse|sse-sender]
 
 Routes pub/sub messages (5 changes each, ~200-byte bodies) through a real
 ``Hub`` to ``--clients`` quiet WebSocket connections per session, each an
@@ -9,6 +10,12 @@ replaced by a stand-in that only counts writes. What is left out is what the
 kernel does per frame (the ``send()`` system call and loopback TCP), so the
 figure is the part of a delivery's CPU that Python code can change; compare
 it with the CPU per delivery of ``tests.bench.sidebyside``. No servers.
+
+``--sink sse`` serves Server-Sent Events instead: each connection an
+``EventStream`` whose direct path writes on uvicorn's real response cycle,
+over the same counting transport; ``--sink sse-sender`` turns that path off,
+so every change goes through the connection's sender and uvicorn's ASGI
+``send`` (how event streams were served before they had it).
 """
 
 from __future__ import annotations
@@ -16,16 +23,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import logging
 import time
 from typing import Any
 
 import orjson
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from websockets.protocol import OPEN
 
 from rowcast.broadcaster.hub import Hub
 from rowcast.broadcaster.item import Item
 from rowcast.broadcaster.metrics import Metrics
 from rowcast.broadcaster.outbox import Outbox, Ticker
+from rowcast.broadcaster.sse import Chunks, EventStream
 from rowcast.broadcaster.ws import Direct, WsConnection
 from rowcast.contract.keys import Keys
 from rowcast.ops.commands.loop import run_loop
@@ -63,6 +74,30 @@ class _Protocol:
         self.handshake_complete = True
 
 
+def _sse_sink(direct: bool) -> EventStream:
+    """An event stream whose response head went out: its ASGI send is
+    uvicorn's own (no middleware), on a transport that counts writes."""
+    transport = _Transport()
+    cycle = RequestResponseCycle(
+        scope={"type": "http", "method": "GET", "path": "/", "http_version": "1.1"},  # type: ignore[arg-type]
+        transport=transport,  # type: ignore[arg-type]
+        flow=FlowControl(transport),  # type: ignore[arg-type]
+        logger=logging.getLogger(__name__),
+        access_logger=logging.getLogger(__name__),
+        access_log=False,
+        default_headers=[],
+        message_event=asyncio.Event(),
+        expect_100_continue=False,
+        keep_alive=True,
+        on_response=lambda: None,
+    )
+    cycle.response_started, cycle.chunked_encoding = True, True
+    stream = EventStream(None, "", 0, None)  # type: ignore[arg-type]
+    stream._send = cycle.send
+    stream._direct = Chunks(cycle) if direct else None
+    return stream
+
+
 class _Sink:
     ready = WsConnection.ready
     send_now = WsConnection.send_now
@@ -80,7 +115,7 @@ class _Sink:
         pass
 
 
-async def run(sessions: int, clients: int, messages: int) -> tuple[int, int, float]:
+async def run(sessions: int, clients: int, messages: int, sink: str) -> tuple[int, int, float]:
     metrics = Metrics()
     hub = Hub("redis://127.0.0.1:1/0", Keys("route"), _Reader(), metrics)  # type: ignore[arg-type]
     ticker = Ticker(0.000_001)  # every connection quiet again by the next message
@@ -88,7 +123,8 @@ async def run(sessions: int, clients: int, messages: int) -> tuple[int, int, flo
     tasks = []
     for s in names:
         for _ in range(clients):
-            box = Outbox(_Sink(), metrics, ticker)  # type: ignore[arg-type]
+            conn = _Sink() if sink == "ws" else _sse_sink(sink == "sse")
+            box = Outbox(conn, metrics, ticker)  # type: ignore[arg-type]
             tasks.append(asyncio.create_task(box.run()))
             hub.watch(s, 0, box)
     for _ in range(20):
@@ -124,13 +160,14 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=100)
     ap.add_argument("--clients", type=int, default=10, help="connections per session")
     ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--sink", choices=("ws", "sse", "sse-sender"), default="ws")
     a = ap.parse_args()
     if not 1 <= a.sessions * a.clients <= 100_000 or not 1 <= a.messages <= 100_000:
         ap.error("--sessions times --clients must be in 1..100000, --messages in 1..100000")
     out: list[tuple[int, int, float]] = []
 
     async def go() -> None:
-        out.append(await run(a.sessions, a.clients, a.messages))
+        out.append(await run(a.sessions, a.clients, a.messages, a.sink))
 
     run_loop(go())
     delivered, direct, cpu = out[0]

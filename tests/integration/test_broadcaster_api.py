@@ -250,3 +250,42 @@ async def test_changes_to_a_quiet_websocket_go_out_directly_and_in_order(redis_u
             if line.startswith("rowcast_broadcaster_frames_direct_total")
         )
         assert direct >= 10
+
+
+async def _direct_frames(http: httpx.AsyncClient) -> float:
+    return next(
+        float(line.split()[-1])
+        for line in (await http.get("/metrics")).text.splitlines()
+        if line.startswith("rowcast_broadcaster_frames_direct_total")
+    )
+
+
+async def test_changes_to_a_quiet_event_stream_go_out_directly_and_in_order(
+    redis_url, db_url, prefix
+):
+    """The same fast path for Server-Sent Events: on the real server, a change
+    to a quiet stream is written as one HTTP chunk by the hub, and the client
+    reads every change once, in order."""
+    async with (
+        writer(redis_url, db_url, prefix),
+        broadcaster(redis_url, db_url, prefix) as b,
+        producer(redis_url, prefix) as p,
+        httpx.AsyncClient(base_url=b.base, timeout=30) as http,
+        http.stream("GET", "/api/sessions/quiet-sse/events") as resp,
+    ):
+        assert resp.status_code == 200
+        await until_subscriptions(b, 1)
+        await until_live(b)
+        before = await _direct_frames(http)
+        lines = resp.aiter_lines()
+        seen: list[int] = []
+        for i in range(10):
+            await p.append("quiet-sse", f"r{i}", "user", {"i": i}, wait=True)
+            async with asyncio.timeout(30):
+                while len(seen) < i + 1:
+                    line = await anext(lines)
+                    if line.startswith("data:"):
+                        seen.append(orjson.loads(line[5:])["change"])
+            await asyncio.sleep(0.02)  # longer than a window: quiet again
+        assert seen == list(range(1, 11))
+        assert await _direct_frames(http) - before >= 10
