@@ -132,6 +132,8 @@ class Pending:
         held = self._sessions.pop(session, None)
         if held is not None:
             self.count -= len(held)
+            if not self.count:
+                self.urgent = False  # the ack that made it urgent went with it
         self._held.pop(session, None)
 
     def clear(self) -> None:

@@ -61,8 +61,9 @@ class Watch:
         return self.sub.session
 
     def live(self, items: list[Item]) -> None:
-        """This session's changes from one pub/sub message, in change order:
-        handed to the connection together (one frame when it sends at once)."""
+        """This session's changes from the pub/sub messages read together, in
+        change order: handed to the connection together (one frame when it
+        sends at once)."""
         if len(items) == 1:  # the common case, without the lists
             step = self.sub.live(items[0])
             if step.fetch:

@@ -74,7 +74,7 @@ def merged_delta(session: str, chain: Sequence[Item]) -> Item:
     if len(chain) == 1:
         return chain[0].as_delta()
     first, last = chain[0], chain[-1]
-    key = (session, last.row, first.change, last.change)
+    key = (first.json, last.json)
     hit = _merged.get(key)
     if hit is not None:
         return hit
@@ -89,17 +89,25 @@ def merged_delta(session: str, chain: Sequence[Item]) -> Item:
     ack = any(i.ack for i in chain)
     fields["ack"] = ack
     out = Item(last.change, last.row, ack, orjson.dumps(fields), last.revision, first.base)
-    if len(_merged) >= _MERGED_MAX:
+    global _merged_bytes
+    if len(_merged) >= _MERGED_MAX or _merged_bytes > _MERGED_BYTES:
         _merged.clear()
+        _merged_bytes = 0
     _merged[key] = out
+    _merged_bytes += len(out.json) + len(first.json) + len(last.json)  # kept alive here
     return out
 
 
 # The connections watching one session merge the same chains on the same tick:
-# encode each merge once. A chain is named by its session, row and first and
-# last change numbers, which no other chain shares.
-_merged: dict[tuple[str, str, int, int], Item] = {}
+# encode each merge once. A chain is named by its first and last changes as
+# encoded (the same bytes objects for every connection, so a lookup compares
+# identities), which hold its session, row and change numbers and the bodies
+# the deltas lead to: a history renumbered from scratch (a database restored
+# while the broadcaster runs) can never hit an older chain's merge.
+_merged: dict[tuple[bytes, bytes], Item] = {}
+_merged_bytes = 0
 _MERGED_MAX = 4096
+_MERGED_BYTES = 16 * 1024 * 1024
 
 
 def _is_int(value: Any) -> bool:

@@ -169,3 +169,51 @@ def test_a_change_without_a_usable_delta_has_no_delta_form() -> None:
     assert from_change(c).delta is None
     bad = orjson.loads(c.to_json()) | {"extend": {"t": 1}, "base_revision": 2}
     assert from_message_change(bad).delta is None
+
+
+def test_a_history_numbered_again_never_gets_an_older_chains_merge() -> None:
+    """The same session, row and change numbers with other contents (the
+    database was restored while the broadcaster ran): merged from these."""
+    merged = []
+    for text in ("ab", "xy"):
+        p = Pending()
+        p.track("s", True)
+        p.add("s", [change("a", 0, 1, {"t": ""})])
+        p.take(10)
+        p.add("s", [change("a", 1, 2, {"t": text[0]}, {"t": text[0]})])
+        p.add("s", [change("a", 2, 3, {"t": text}, {"t": text[1]})])
+        [(_, [m])] = p.take(10)
+        merged.append(orjson.loads(m.json)["extend"])
+    assert merged == [{"t": "ab"}, {"t": "xy"}]
+
+
+@given(
+    collapse=st.booleans(),
+    held=st.lists(st.tuples(st.sampled_from("ab"), st.integers(0, 3)), max_size=3),
+    row=st.sampled_from("ab"),
+    revision=st.integers(0, 4),
+    tracked=st.booleans(),
+)
+def test_one_change_alone_is_framed_as_add_then_take_frames_it(
+    collapse: bool, held: list[tuple[str, int]], row: str, revision: int, tracked: bool
+) -> None:
+    """``Pending.one`` (the outbox's fast path) sends what adding the change
+    and taking everything would, and leaves the same record of what the
+    client holds."""
+    boxes = [Pending(collapse), Pending(collapse)]
+    for box in boxes:
+        box.track("s", tracked)
+        h = box.held("s")
+        for r, rev in held:
+            if h is not None:
+                h.sent(r, rev)
+    body = {"t": "x" * revision}
+    item = change(row, revision, 10 + revision, body, {"t": "x"} if revision else None)
+    fast = boxes[0].one("s", item)
+    boxes[1].add("s", [item])
+    [(_, [slow])] = boxes[1].take(10)
+    assert fast.json == slow.json
+    h0, h1 = boxes[0].held("s"), boxes[1].held("s")
+    assert (h0 is None) == (h1 is None)
+    if h0 is not None and h1 is not None:
+        assert [h0.get(r) for r in "ab"] == [h1.get(r) for r in "ab"]

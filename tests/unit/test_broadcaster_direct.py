@@ -215,3 +215,25 @@ async def test_a_quiet_connection_holding_the_base_is_sent_the_delta_directly():
     assert "body" not in second
     box.close(GONE)
     await task
+
+
+async def test_an_ack_unsubscribed_before_it_went_leaves_no_urgency_behind():
+    """A session holding an ack is dropped before the sender takes it: the
+    next changes of the connection are coalesced as usual again."""
+    sink = DirectSink()
+    box = Outbox(sink, Metrics(), Ticker(0.05))
+    task = asyncio.create_task(box.run())
+    await settle()
+    sink.open = False
+    box.put("a", [Item(1, "r1", True, b"{}")])
+    box.pending.discard("a")  # unsubscribed at once
+    sink.open = True
+    await settle()
+    await asyncio.sleep(0.06)  # a whole window: quiet
+    box.put("b", [it(1)])
+    box.put("b", [it(2)])  # within the window: waits for it
+    assert sink.sent == [("direct", [1])]
+    await until_sent(sink, 2)
+    assert sink.sent == [("direct", [1]), ("sender", [2])]
+    box.close(GONE)
+    await task
