@@ -16,6 +16,15 @@ XADD is sent:
 - seen: the message reaches a subscriber (a process of its own, on uvloop,
   as a broadcaster is).
 
+With ``--screen`` the subscriber is a real broadcaster (tests/bench/screen.py:
+``rowcast broadcaster`` with timers wrapped around its hub and its writes)
+and a WebSocket client of session ``floor``, each a process of its own: "to
+subscriber" then ends when the broadcaster's feed hands the message to the
+hub, and three stages follow, "hub and write" (routing, then the frame
+written to the socket: at once on a quiet connection, or after a coalescing
+window by the connection's sender), "to client" (the client has read it)
+and "on screen", XADD to the client in all.
+
 With ``--rate R``, a separate process appends R entries/s to 100 other
 sessions (fanout.py's steady producer, 10 ms ticks) while the probe entries
 run: the same breakdown under load, where "to commit" is the linger and the
@@ -56,10 +65,11 @@ from rowcast.writer.lease import Lease
 from rowcast.writer.publish import Outcome, Publisher
 from rowcast.writer.store import Store
 from tests import databases
-from tests.bench.fanout import _steady
+from tests.bench.fanout import _free_port, _steady, wait_ready
 
 STAGES = (
     "wake and read", "to commit", "commit", "to publish", "publish", "to subscriber", "seen",
+    "hub and write", "to client", "on screen",
 )  # fmt: skip
 
 
@@ -152,7 +162,55 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] * 1000
 
 
-async def run(entries: int, gap: float, rate: int) -> dict[str, tuple[float, float]]:
+class Screen:
+    """The broadcaster and the client of ``--screen``, each a process."""
+
+    def __init__(self, redis_url: str, db: str, prefix: str) -> None:
+        self.port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROWCAST_")}
+        env.update(ROWCAST_REDIS_URL=redis_url, ROWCAST_DATABASE_URL=db, ROWCAST_PREFIX=prefix)
+        env.update(ROWCAST_SHARDS="1")
+        self.env = env
+        self.marks: dict[tuple[str, str], float] = {}
+        self.direct = 0
+        """Probe changes written at once by the hub (the rest: by a sender)."""
+
+    async def start(self) -> None:
+        module = [sys.executable, "-m", "tests.bench.screen"]
+        pipe = asyncio.subprocess.PIPE
+        self.server = await asyncio.create_subprocess_exec(
+            *module, "--serve", str(self.port), env=self.env, stdout=pipe
+        )
+        await asyncio.wait_for(wait_ready(self.port), 30)
+        self.client = await asyncio.create_subprocess_exec(
+            *module, "--client", str(self.port), stdout=pipe
+        )
+        assert self.client.stdout is not None
+        await asyncio.wait_for(self.client.stdout.readline(), 30)  # subscribed
+
+    async def seen(self, row: str) -> tuple[float, float, float]:
+        """(hub, write, client) times of the probe change ``row``."""
+        assert self.client.stdout is not None and self.server.stdout is not None
+        while True:
+            at, got = (await asyncio.wait_for(self.client.stdout.readline(), 30)).split()
+            if got.decode() == row:
+                break
+        while ("hub", row) not in self.marks or ("write", row) not in self.marks:
+            line = (await asyncio.wait_for(self.server.stdout.readline(), 30)).split()
+            self.marks[(line[0].decode(), line[2].decode())] = float(line[1])
+            self.direct += line[0] == b"write" and line[3] == b"direct"
+        return self.marks.pop(("hub", row)), self.marks.pop(("write", row)), float(at)
+
+    async def stop(self) -> None:
+        for proc in (self.client, self.server):
+            if proc.returncode is None:
+                proc.terminate()
+                await proc.wait()
+
+
+async def run(
+    entries: int, gap: float, rate: int, screen: bool = False
+) -> dict[str, tuple[float, float]]:
     redis_url = os.environ.get("ROWCAST_REDIS_URL", "redis://127.0.0.1:6379/0")
     admin = os.environ.get("ROWCAST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     name = databases.create(admin, "rowcast_floor")
@@ -193,27 +251,47 @@ async def run(entries: int, gap: float, rate: int) -> dict[str, tuple[float, flo
         # The subscriber is a process of its own, as a broadcaster is: it
         # prints when each probe's change arrived (perf_counter is the
         # machine's monotonic clock, the same in every process).
-        listener = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.bench.floor", "--listen", Keys(prefix).channel,
-            stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        assert listener.stdout is not None
-        await asyncio.wait_for(listener.stdout.readline(), 30)  # subscribed
+        if screen:
+            shown = Screen(redis_url, db, prefix)
+            await shown.start()
+            await producer.append("floor", "warm", "user", {"i": -1})
+            await shown.seen("warm")  # the client's subscription is live
+        else:
+            listener = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tests.bench.floor", "--listen", Keys(prefix).channel,
+                stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            assert listener.stdout is not None
+            await asyncio.wait_for(listener.stdout.readline(), 30)  # subscribed
         for i in range(entries):
             await asyncio.sleep(gap)
             marks.items.clear()
             marks.probe = (b"floor", f"r{i}".encode())
             sent = time.perf_counter()
             await producer.append("floor", f"r{i}", "user", {"i": i})
-            while True:
-                line = await asyncio.wait_for(listener.stdout.readline(), 10)
-                at, row = line.split()
-                if row == b"r%d" % i:
-                    break
-            for stage, value in _stages(marks.items, sent, float(at)).items():
+            if screen:
+                hub, written, shown_at = await shown.seen(f"r{i}")
+                extra = {
+                    "hub and write": written - hub,
+                    "to client": shown_at - written,
+                    "on screen": shown_at - sent,
+                }
+                stages = {**_stages(marks.items, sent, hub), **extra}
+            else:
+                while True:
+                    line = await asyncio.wait_for(listener.stdout.readline(), 10)
+                    at, row = line.split()
+                    if row == b"r%d" % i:
+                        break
+                stages = _stages(marks.items, sent, float(at))
+            for stage, value in stages.items():
                 got[stage].append(value)
-        listener.terminate()
-        await listener.wait()
+        if screen:
+            await shown.stop()
+            print(f"written at once by the hub: {shown.direct - 1} of {entries}")  # - warm-up
+        else:
+            listener.terminate()
+            await listener.wait()
     finally:
         if load is not None:
             load.terminate()
@@ -236,6 +314,7 @@ def main() -> None:
     ap.add_argument("--entries", type=int, default=200)
     ap.add_argument("--gap-ms", type=float, default=100.0)
     ap.add_argument("--rate", type=int, default=0, help="entries/s of load beside the probes")
+    ap.add_argument("--screen", action="store_true", help="through a broadcaster to a client")
     ap.add_argument("--load", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--load-prefix", help=argparse.SUPPRESS)
     ap.add_argument("--load-seconds", type=float, help=argparse.SUPPRESS)
@@ -254,7 +333,7 @@ def main() -> None:
     result: dict[str, tuple[float, float]] = {}
 
     async def main() -> None:
-        result.update(await run(args.entries, args.gap_ms / 1000, args.rate))
+        result.update(await run(args.entries, args.gap_ms / 1000, args.rate, args.screen))
 
     run_loop(main())  # the writer's own loop (uvloop)
     load = f", beside {args.rate} entries/s" if args.rate else ""
@@ -262,7 +341,7 @@ def main() -> None:
     for stage in STAGES:
         if stage in result:
             p50, p99 = result[stage]
-            print(f"  {stage:14} {p50:7.2f} / {p99:7.2f}")
+            print(f"  {stage:16} {p50:7.2f} / {p99:7.2f}")
 
 
 if __name__ == "__main__":

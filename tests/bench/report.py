@@ -11,8 +11,9 @@ conditions), and prints each one's own report:
 1. ``tests.bench.write``: the naive per-entry write, the set-based SQL alone
    and the real writer end to end, with CPU per entry of the writer, its
    PostgreSQL backend and Redis;
-2. ``tests.bench.floor``: XADD → PUBLISH stage by stage, idle (one entry
-   every 30 ms) and beside ``--load-rate`` entries/s;
+2. ``tests.bench.floor --screen``: XADD → a WebSocket client stage by
+   stage, through the writer and a real broadcaster, idle (one entry every
+   30 ms) and beside ``--load-rate`` entries/s;
 3. ``tests.bench.sidebyside --peer --pin``: 1,000 WebSocket clients over 100
    sessions at each rate, rowcast and encode/broadcaster 0.3.1, with CPU per
    delivery.
@@ -49,7 +50,7 @@ def main() -> None:
     a = ap.parse_args()
     if not 1_000 <= a.entries <= 1_000_000 or not 1 <= a.floor <= 10_000:
         ap.error("--entries must be in 1000..1000000 and --floor in 1..10000")
-    floor = ["--entries", str(a.floor), "--gap-ms", "30"]
+    floor = ["--entries", str(a.floor), "--gap-ms", "30", "--screen"]
     codes = [
         _run(
             "Write path",
