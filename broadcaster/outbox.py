@@ -169,10 +169,33 @@ class Outbox:
         coroutines per frame, the largest part of a delivery's cost). Anything
         else goes through the sender, which keeps the order: nothing is
         written here while it works or is about to."""
-        w = self._waiter
-        if w is None or w.done() or self._go or self._sending or not self.sink.ready():
+        if not self._can_write_now():
             return False
-        batches = self.pending.take(self.max_batch)
+        self._write_now(self.pending.take(self.max_batch))
+        return True
+
+    def _send_one(self, session: str, item: Item) -> bool:
+        """``put`` of one change with nothing waiting, when it would go out
+        directly anyway (``_now`` then ``_send_now``): the same frame, written
+        without queueing it first. This is every delivery to a quiet
+        connection, so it is the path that counts at fan-out."""
+        if not (item.ack or self.max_batch <= 1 or (not self._scheduled and self._quiet())):
+            return False
+        if len(item.json) > DIRECT_MAX_BYTES or not self._can_write_now():
+            return False
+        self.metrics.observe_queue(1)
+        self._write_now([(session, [self.pending.one(session, item)])])
+        return True
+
+    def _can_write_now(self) -> bool:
+        """The sender sleeps (not woken, not writing) and the socket takes a
+        write without waiting."""
+        w = self._waiter
+        if w is None or w.done() or self._go or self._sending:
+            return False
+        return self.sink.ready()
+
+    def _write_now(self, batches: list[tuple[str, list[Item]]]) -> None:
         self._room.set()
         self._scheduled = False
         self._flushed_at = self.ticker.clock()
@@ -184,46 +207,11 @@ class Outbox:
             # resumes from its cursor, as after any other hang-up.
             log.debug("direct write refused (%s): the connection ends", e)
             self.close(GONE)
-            return True
+            return
         m = self.metrics
         m.frames += len(batches)
         m.frames_direct += len(batches)
         m.changes_out += sum(len(b[1]) for b in batches)
-        return True
-
-    def _send_one(self, session: str, item: Item) -> bool:
-        """``put`` of one change with nothing waiting, when it would go out
-        directly anyway (``_now`` then ``_send_now``): the same frame, written
-        without queueing it first. This is every delivery to a quiet
-        connection, so it is the path that counts at fan-out."""
-        if not (item.ack or self.max_batch <= 1 or (not self._scheduled and self._quiet())):
-            return False
-        w = self._waiter
-        if (
-            w is None
-            or w.done()
-            or self._go
-            or self._sending
-            or len(item.json) > DIRECT_MAX_BYTES
-            or not self.sink.ready()
-        ):
-            return False
-        self._room.set()
-        self._scheduled = False
-        self._flushed_at = self.ticker.clock()
-        out = [(session, [self.pending.one(session, item)])]
-        m = self.metrics
-        m.observe_queue(1)
-        try:
-            self.sink.send_now(out)
-        except Exception as e:
-            log.debug("direct write refused (%s): the connection ends", e)
-            self.close(GONE)
-            return True
-        m.frames += 1
-        m.frames_direct += 1
-        m.changes_out += 1
-        return True
 
     def tick(self) -> None:
         """The window this connection waited for is over (if it still waits:

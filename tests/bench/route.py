@@ -23,13 +23,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import logging
 import time
 from typing import Any
 
 import orjson
-from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from websockets.protocol import OPEN
 
 from rowcast.broadcaster.hub import Hub
@@ -40,6 +37,7 @@ from rowcast.broadcaster.sse import Chunks, EventStream
 from rowcast.broadcaster.ws import Direct, WsConnection
 from rowcast.contract.keys import Keys
 from rowcast.ops.commands.loop import run_loop
+from tests.cycles import response_cycle
 
 
 class _Reader:
@@ -77,20 +75,7 @@ class _Protocol:
 def _sse_sink(direct: bool) -> EventStream:
     """An event stream whose response head went out: its ASGI send is
     uvicorn's own (no middleware), on a transport that counts writes."""
-    transport = _Transport()
-    cycle = RequestResponseCycle(
-        scope={"type": "http", "method": "GET", "path": "/", "http_version": "1.1"},  # type: ignore[arg-type]
-        transport=transport,  # type: ignore[arg-type]
-        flow=FlowControl(transport),  # type: ignore[arg-type]
-        logger=logging.getLogger(__name__),
-        access_logger=logging.getLogger(__name__),
-        access_log=False,
-        default_headers=[],
-        message_event=asyncio.Event(),
-        expect_100_continue=False,
-        keep_alive=True,
-        on_response=lambda: None,
-    )
+    cycle = response_cycle(_Transport())
     cycle.response_started, cycle.chunked_encoding = True, True
     stream = EventStream(None, "", 0, None)  # type: ignore[arg-type]
     stream._send = cycle.send

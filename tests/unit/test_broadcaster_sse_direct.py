@@ -3,13 +3,10 @@ and only while that send would write them at once."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
-from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from rowcast.broadcaster.sse import Chunks
+from tests.cycles import response_cycle
 
 
 class Transport:
@@ -32,21 +29,7 @@ class Transport:
 
 def cycle() -> tuple[RequestResponseCycle, Transport]:
     transport = Transport()
-    scope = {"type": "http", "method": "GET", "path": "/", "http_version": "1.1"}
-    c = RequestResponseCycle(
-        scope=scope,  # type: ignore[arg-type]
-        transport=transport,  # type: ignore[arg-type]
-        flow=FlowControl(transport),  # type: ignore[arg-type]
-        logger=logging.getLogger("test"),
-        access_logger=logging.getLogger("test"),
-        access_log=False,
-        default_headers=[],
-        message_event=asyncio.Event(),
-        expect_100_continue=False,
-        keep_alive=True,
-        on_response=lambda: None,
-    )
-    return c, transport
+    return response_cycle(transport), transport
 
 
 async def test_a_direct_write_is_the_chunk_uvicorns_send_writes():
