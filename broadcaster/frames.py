@@ -13,6 +13,7 @@ import orjson
 from websockets.frames import Frame, Opcode
 
 from rowcast.broadcaster.item import Item
+from rowcast.broadcaster.memo import Memo
 
 
 def ws_rows(session: str, items: Sequence[Item]) -> bytes:
@@ -35,18 +36,15 @@ def ws_rows_wire(session: str, items: Sequence[Item]) -> bytes:
     bytes."""
     if len(items) != 1:
         return _wire(ws_rows(session, items))
-    global _wires_bytes
+    # Keyed by the change's own encoded bytes (the same object for every
+    # connection, so a lookup is an identity check), with its session.
     key = (session, items[0].json)
     hit = _wires.get(key)
     if hit is None:
         hit = _wire(ws_rows(session, items))
         if len(hit) > _WIRE_CACHED_MAX:
             return hit  # rarely shared enough to be worth keeping
-        if len(_wires) >= _WIRES_MAX or _wires_bytes > _WIRES_BYTES:
-            _wires.clear()
-            _wires_bytes = 0
-        _wires[key] = hit
-        _wires_bytes += 2 * len(hit)  # the frame and its key's bytes
+        _wires.put(key, hit, 2 * len(hit))  # the frame and its key's bytes
     return hit
 
 
@@ -54,12 +52,7 @@ def _wire(payload: bytes) -> bytes:
     return Frame(Opcode.TEXT, payload).serialize(mask=False)
 
 
-# Keyed by the change's own encoded bytes (the same object for every
-# connection, so a lookup is an identity check), with its session.
-_wires: dict[tuple[str, bytes], bytes] = {}
-_wires_bytes = 0
-_WIRES_MAX = 4096
-_WIRES_BYTES = 16 * 1024 * 1024
+_wires: Memo[bytes] = Memo()
 _WIRE_CACHED_MAX = 16 * 1024
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from rowcast.broadcaster.memo import Memo
 from rowcast.contract.change import Change
 
 
@@ -89,12 +90,7 @@ def merged_delta(session: str, chain: Sequence[Item]) -> Item:
     ack = any(i.ack for i in chain)
     fields["ack"] = ack
     out = Item(last.change, last.row, ack, orjson.dumps(fields), last.revision, first.base)
-    global _merged_bytes
-    if len(_merged) >= _MERGED_MAX or _merged_bytes > _MERGED_BYTES:
-        _merged.clear()
-        _merged_bytes = 0
-    _merged[key] = out
-    _merged_bytes += len(out.json) + len(first.json) + len(last.json)  # kept alive here
+    _merged.put(key, out, len(out.json) + len(first.json) + len(last.json))
     return out
 
 
@@ -104,10 +100,7 @@ def merged_delta(session: str, chain: Sequence[Item]) -> Item:
 # identities), which hold its session, row and change numbers and the bodies
 # the deltas lead to: a history renumbered from scratch (a database restored
 # while the broadcaster runs) can never hit an older chain's merge.
-_merged: dict[tuple[bytes, bytes], Item] = {}
-_merged_bytes = 0
-_MERGED_MAX = 4096
-_MERGED_BYTES = 16 * 1024 * 1024
+_merged: Memo[Item] = Memo()
 
 
 def _is_int(value: Any) -> bool:

@@ -101,16 +101,6 @@ class Direct:
     def __init__(self, proto: Any) -> None:
         self.proto = proto
 
-    _PROTOCOL = (
-        "conn",
-        "transport",
-        "writable",
-        "close_sent",
-        "disconnected",
-        "handshake_complete",
-    )
-    _CONNECTION = ("state", "extensions", "expect_continuation_frame")
-
     @classmethod
     def of(cls, send: Any) -> Direct | None:
         """On the protocol behind ``send`` when it has what ``ready`` reads."""

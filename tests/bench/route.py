@@ -30,7 +30,6 @@ import orjson
 from websockets.protocol import OPEN
 
 from rowcast.broadcaster.hub import Hub
-from rowcast.broadcaster.item import Item
 from rowcast.broadcaster.metrics import Metrics
 from rowcast.broadcaster.outbox import Outbox, Ticker
 from rowcast.broadcaster.sse import Chunks, EventStream
@@ -38,14 +37,7 @@ from rowcast.broadcaster.ws import Direct, WsConnection
 from rowcast.contract.keys import Keys
 from rowcast.ops.commands.loop import run_loop
 from tests.cycles import response_cycle
-
-
-class _Reader:
-    async def changes_after(self, session: str, after: int, limit: int) -> list[Item]:
-        return []
-
-    async def heads(self, sessions: list[str]) -> dict[str, int]:
-        return {}
+from tests.stubs import EmptyReader, NullSink
 
 
 class _Transport:
@@ -83,26 +75,17 @@ def _sse_sink(direct: bool) -> EventStream:
     return stream
 
 
-class _Sink:
+class _Sink(NullSink):
     ready = WsConnection.ready
     send_now = WsConnection.send_now
 
     def __init__(self) -> None:
         self._direct = Direct(_Protocol())
 
-    async def send(self, batches: list[tuple[str, list[Item]]]) -> None:
-        pass
-
-    async def idle(self) -> None:
-        pass
-
-    async def finish(self, reason: str) -> None:
-        pass
-
 
 async def run(sessions: int, clients: int, messages: int, sink: str) -> tuple[int, int, float]:
     metrics = Metrics()
-    hub = Hub("redis://127.0.0.1:1/0", Keys("route"), _Reader(), metrics)  # type: ignore[arg-type]
+    hub = Hub("redis://127.0.0.1:1/0", Keys("route"), EmptyReader(), metrics)  # type: ignore[arg-type]
     ticker = Ticker(0.000_001)  # every connection quiet again by the next message
     names = [f"s{i:04d}" for i in range(sessions)]
     tasks = []

@@ -12,35 +12,7 @@ from rowcast.broadcaster.item import Item
 from rowcast.broadcaster.metrics import Metrics
 from rowcast.broadcaster.outbox import Outbox, Ticker
 from rowcast.contract.keys import Keys
-
-
-class FakeReader:
-    def __init__(self) -> None:
-        self.reads: list[tuple[str, int]] = []
-
-    async def changes_after(self, session: str, after: int, limit: int) -> list[Item]:
-        self.reads.append((session, after))
-        return []
-
-    async def heads(self, sessions: list[str]) -> dict[str, int]:
-        return {}
-
-
-class NullSink:
-    async def send(self, batches: list[tuple[str, list[Item]]]) -> None:
-        pass
-
-    async def idle(self) -> None:
-        pass
-
-    async def finish(self, reason: str) -> None:
-        pass
-
-    def ready(self) -> bool:
-        return False
-
-    def send_now(self, batches: list[tuple[str, list[Item]]]) -> None:
-        raise AssertionError("not ready")
+from tests.stubs import EmptyReader, NullSink
 
 
 async def settle() -> None:
@@ -49,7 +21,7 @@ async def settle() -> None:
 
 
 async def test_a_change_without_a_session_is_a_gap_in_every_watched_session():
-    reader = FakeReader()
+    reader = EmptyReader()
     metrics = Metrics()
     hub = Hub("redis://127.0.0.1:1/0", Keys("t"), reader, metrics)  # type: ignore[arg-type]
     boxes = [Outbox(NullSink(), metrics, Ticker(0.001)) for _ in range(2)]
@@ -100,7 +72,7 @@ async def test_messages_read_together_reach_a_connection_as_one_frame_in_order()
     feed: each connection then gets their changes of its session in one frame,
     in change order. An unreadable message among them still sends its
     sessions' subscribers to PostgreSQL."""
-    reader = FakeReader()
+    reader = EmptyReader()
     metrics = Metrics()
     hub = Hub("redis://127.0.0.1:1/0", Keys("t"), reader, metrics)  # type: ignore[arg-type]
     sinks = {s: RecordingSink() for s in ("a", "b")}
