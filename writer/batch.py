@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from rowcast.contract.change import Change
-from rowcast.contract.entry import Entry, Op, parse, reply_token
+from rowcast.contract.entry import KNOWN, Entry, Op, Repeated, parse, reply_token
 from rowcast.contract.errors import InvalidEntry
 from rowcast.contract.streamid import StreamId
 from rowcast.contract.streamid import parse as parse_id
@@ -42,12 +42,36 @@ class Dead:
     reply: str | None
 
     def dead_fields(self) -> list[bytes | str]:
-        """The dead-letter entry: the original fields byte for byte, then ours."""
-        out: list[bytes | str] = []
-        for k, v in self.fields.items():
-            if k not in (b"error", b"source"):
-                out += [k, v]
-        return [*out, "error", self.error, "source", self.id]
+        """The dead-letter entry: the original fields byte for byte (a
+        repeated name repeated), then ours. Past ``DEAD_FIELDS`` fields only
+        those the contract names are kept: the publish script passes a
+        letter to one XADD, and Redis's Lua passes at most ~8,000 arguments."""
+        flat = self.fields.flat if isinstance(self.fields, Repeated) else _flat(self.fields)
+        pairs = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2) if flat[i] not in _OURS]
+        error = self.error
+        if len(pairs) > DEAD_FIELDS:
+            room = DEAD_FIELDS - sum(name in KNOWN for name, _ in pairs)
+            kept = []
+            for name, value in pairs:
+                if name in KNOWN or room > 0:
+                    room -= name not in KNOWN
+                    kept.append((name, value))
+            error += (
+                f" ({len(pairs) - len(kept)} of its {len(pairs)} fields not kept:"
+                f" a dead letter keeps at most {DEAD_FIELDS})"
+            )
+            pairs = kept
+        out: list[bytes | str] = [x for p in pairs for x in p]
+        return [*out, "error", error, "source", self.id]
+
+
+DEAD_FIELDS = 2000
+"""Fields a dead letter keeps of its entry at most (see ``Dead.dead_fields``)."""
+_OURS = (b"error", b"source")
+
+
+def _flat(fields: Mapping[bytes, bytes]) -> list[bytes]:
+    return [x for kv in fields.items() for x in kv]
 
 
 def sort_out(items: Sequence[Read], max_body: int) -> tuple[list[Valid], list[Dead]]:

@@ -15,6 +15,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from rowcast.contract.entry import fields_of
 from rowcast.contract.errors import LeaseLost
 from rowcast.contract.keys import CONSUMER, GROUP, Keys
 
@@ -163,5 +164,5 @@ class Lease:
             if flat is None:  # deleted while pending
                 out.append((entry_id, {}))
                 continue
-            out.append((entry_id, dict(zip(flat[::2], flat[1::2], strict=True))))
+            out.append((entry_id, fields_of(flat)))
         return out

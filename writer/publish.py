@@ -1,9 +1,13 @@
 """After COMMIT, never before: everything Redis must learn of one batch — the
 ``P:{N}:rows`` entries, the ``P:{N}:changes`` message (SPUBLISH; and the
 ``P:rows`` one on a single server), dead letters, receipts and the XACK — in
-one Lua script, which Redis runs atomically (like MULTI: all of it
-or none), in one round trip and one packed command. A crash in between is
-repaired from the tracking record in PostgreSQL.
+one Lua script, which Redis runs atomically, in one round trip and one
+packed command. A crash in between is repaired from the tracking record in
+PostgreSQL. A script that fails keeps what it wrote before the failure, so
+the script fails only before its first write: a stream key of the shard that
+holds another type (someone's SET) stops the shard's publishing, loudly,
+until it is removed; a reply key that holds another type is replaced (it is
+the writer's, and the producer waiting on it gets its receipt).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any
 
 from rowcast.contract.change import Change, batch_message
 from rowcast.contract.connection import AnyAsyncRedis, is_cluster
-from rowcast.contract.errors import LeaseLost
+from rowcast.contract.errors import LeaseLost, Unavailable
 from rowcast.contract.keys import GROUP, Keys
 from rowcast.writer.batch import Dead, Reply, error_receipt
 
@@ -31,6 +35,12 @@ from rowcast.writer.batch import Dead, Reply, error_receipt
 _PUBLISH = """
 if ARGV[10] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[10] then
   return -1
+end
+for k = 1, 2 do
+  local t = redis.call('TYPE', KEYS[k])['ok']
+  if t ~= 'stream' and t ~= 'none' then
+    return {k, t}
+  end
 end
 local maxlen, ttl = ARGV[1], ARGV[4]
 local nc, nd, nr, na = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -71,6 +81,10 @@ for _ = 1, nd do
   i = i + n + 1
 end
 for r = 1, nr do
+  local t = redis.call('TYPE', KEYS[4 + r])['ok']
+  if t ~= 'list' and t ~= 'none' then
+    redis.call('DEL', KEYS[4 + r])
+  end
   redis.call('RPUSH', KEYS[4 + r], ARGV[i])
   redis.call('PEXPIRE', KEYS[4 + r], ttl)
   i = i + 1
@@ -152,8 +166,17 @@ class Publisher:
         if not (out.changes or out.dead or out.receipts or out.ids):
             return
         keys, argv = self.script_args(out)
-        if await self._script(keys=keys, args=argv) == -1:
+        done = await self._script(keys=keys, args=argv)
+        if done == -1:
             raise LeaseLost(f"shard {self.shard}: lease lost before publishing; stepping down")
+        if isinstance(done, list):
+            index, kind = done
+            key = keys[int(index) - 1]
+            kind = kind.decode() if isinstance(kind, bytes) else kind
+            raise Unavailable(
+                f"{key} holds a {kind}, not a stream: shard {self.shard} publishes"
+                " nothing (and acknowledges nothing) until that key is removed"
+            )
 
     async def send(self, changes: Sequence[Change]) -> None:
         """Announce changes made outside the write path (repair)."""

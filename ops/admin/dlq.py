@@ -32,6 +32,18 @@ def retry_fields(fields: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
     return {k: v for k, v in fields.items() if k not in _ADDED}
 
 
+def retry_flat(flat: list[bytes]) -> list[bytes]:
+    """``retry_fields`` of a letter's flat field list: a name the entry
+    repeated stays repeated."""
+    pairs = zip(flat[::2], flat[1::2], strict=True)
+    return [x for k, v in pairs if k not in _ADDED for x in (k, v)]
+
+
+# One entry's fields as Redis holds them: redis-py's XRANGE reply is a dict,
+# which would fold a repeated name.
+_ONE = "return redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])"
+
+
 def letter(shard: int, entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> dict[str, Any]:
     """One dead letter for ``list --json``: the reason, the source entry id,
     the original fields as text (the body cut to a preview)."""
@@ -110,12 +122,12 @@ def retry_one(r: redis.Redis, settings: Settings, shard: int, dead_id: str) -> s
         while True:
             try:
                 pipe.watch(dead)
-                found: Any = pipe.xrange(dead, dead_id, dead_id, count=1)
+                found: Any = pipe.execute_command("EVAL", _ONE, 1, dead, dead_id)
                 if not found:
                     pipe.unwatch()
                     return None
                 pipe.multi()
-                pipe.xadd(entries, retry_fields(found[0][1]))  # type: ignore[arg-type]
+                pipe.execute_command("XADD", entries, "*", *retry_flat(found[0][1]))
                 pipe.xdel(dead, dead_id)
                 new_id, _ = pipe.execute()
                 return text(new_id)

@@ -2,11 +2,11 @@
 
 Each entry of the range of ``P:{N}:entries`` is added again to the same
 stream with its original fields minus ``reply`` (nobody waits any more) plus
-``origin`` = its original id. The writer applies a replayed append only when
+``rowcast.origin`` = its original id (``ORIGIN``). The writer applies a replayed append only when
 the row is missing and a replayed upsert only when the row was last written
 by an older entry, so replaying what is stored changes nothing, and replaying
 after PostgreSQL was restored from an older backup brings the later rows back
-in their order. An entry that is itself a replay keeps its ``origin``; it is
+in their order. An entry that is itself a replay keeps its origin; it is
 skipped when its original is re-fed by the same run.
 
 The upper end is fixed when the run starts, so the entries it adds are never
@@ -23,6 +23,7 @@ from typing import Any
 
 import redis
 
+from rowcast.contract.entry import ORIGIN
 from rowcast.contract.errors import ConfigError
 from rowcast.contract.keys import Keys
 from rowcast.contract.streamid import MAX_PART, StreamId, as_id, fmt, from_option
@@ -30,6 +31,7 @@ from rowcast.ops.admin.shell import connect_redis, text
 from rowcast.ops.settings import Settings
 
 PAGE = 500
+_ORIGIN = ORIGIN.encode()
 
 
 def refeed(
@@ -41,7 +43,7 @@ def refeed(
     themselves: a replay whose origin lies in it would repeat that original.
     """
     origin: bytes | None = None
-    raw_origin = fields.get(b"origin")
+    raw_origin = fields.get(_ORIGIN)
     if raw_origin is not None:
         o = as_id(raw_origin)
         if o is not None:
@@ -50,8 +52,8 @@ def refeed(
             origin = raw_origin
     if origin is None:
         origin = entry_id.encode() if isinstance(entry_id, str) else entry_id
-    out = {k: v for k, v in fields.items() if k not in (b"reply", b"origin")}
-    out[b"origin"] = origin
+    out = {k: v for k, v in fields.items() if k not in (b"reply", _ORIGIN)}
+    out[_ORIGIN] = origin
     return out
 
 

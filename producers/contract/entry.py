@@ -37,6 +37,13 @@ MAX_DEPTH = 1024
 """Deepest nesting of a JSON document rowcast reads (orjson's limit)."""
 
 _STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+ORIGIN = "rowcast.origin"
+"""The field ``rowcast replay`` adds: the entry's original id. Fields named
+``rowcast.*`` are reserved for rowcast's own tools; every other field the
+contract does not name is ignored (a producer's own ``origin`` included)."""
+KNOWN = (b"op", b"session", b"row", b"kind", b"body", b"reply", b"ts", ORIGIN.encode())
+"""Fields with a meaning: each may appear once in an entry."""
+_ORIGIN = ORIGIN.encode()
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 # Cc: C0 controls, DEL and C1 controls.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -69,7 +76,7 @@ class Entry:
         if self.ts is not None:
             out["ts"] = str(self.ts)
         if self.origin is not None:
-            out["origin"] = self.origin
+            out[ORIGIN] = self.origin
         return out
 
 
@@ -87,14 +94,17 @@ def check_id(name: str, value: bytes | str) -> str:
 
 
 def check_kind(value: bytes | str) -> str:
+    """1-64 bytes of text, as the contract says; only NUL is refused, which
+    PostgreSQL's text cannot hold. (Every place that prints a kind escapes
+    control characters: ops/admin/shell.py, the UI's text nodes.)"""
     raw = value.encode() if isinstance(value, str) else value
     if not raw:
         raise InvalidEntry("kind is empty")
     if len(raw) > MAX_KIND_BYTES:
         raise InvalidEntry(f"kind is {len(raw)} bytes, over the limit of {MAX_KIND_BYTES}")
     text = _utf8("kind", raw)
-    if _CONTROL.search(text):
-        raise InvalidEntry("kind contains a control character")
+    if "\x00" in text:
+        raise InvalidEntry("kind contains NUL, which PostgreSQL's text cannot hold")
     return text
 
 
@@ -153,7 +163,11 @@ def _check_body_slow(body: bytes, first: Exception) -> Any:
     except UnicodeDecodeError as e:
         raise InvalidEntry(f"body is not valid JSON: not UTF-8 (byte {e.start})") from None
     try:
-        value = json.loads(text, parse_constant=no_constants)
+        # Numbers are only checked for their syntax: Python's int() refuses
+        # more than 4,300 digits, which jsonb stores.
+        value = json.loads(
+            text, parse_constant=no_constants, parse_int=_number, parse_float=_number
+        )
     except RecursionError:
         raise InvalidEntry(
             f"body is nested deeper than {MAX_DEPTH} levels (the depth limit)"
@@ -163,6 +177,10 @@ def _check_body_slow(body: bytes, first: Exception) -> Any:
     if _has_bad_string(value):
         raise InvalidEntry("body is not valid for jsonb: \\u0000 or a lone surrogate")
     return value
+
+
+def _number(text: str) -> int:
+    return 0
 
 
 def _why(e: Exception) -> str:
@@ -227,8 +245,33 @@ def reply_token(fields: dict[bytes, bytes]) -> str | None:
         return None
 
 
+class Repeated(dict[bytes, bytes]):
+    """An entry's fields when a name appears more than once (Redis keeps
+    them all): the last value of each name, and ``flat``, every field as it
+    came, for a dead letter byte for byte."""
+
+    __slots__ = ("flat",)
+
+    def __init__(self, flat: list[bytes]) -> None:
+        super().__init__(zip(flat[::2], flat[1::2], strict=True))
+        self.flat = flat
+
+
+def fields_of(flat: list[bytes]) -> dict[bytes, bytes]:
+    """A stream entry's flat field list as a mapping (``Repeated`` when a
+    name repeats)."""
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    return fields if len(fields) * 2 == len(flat) else Repeated(flat)
+
+
 def parse(fields: dict[bytes, bytes], max_body: int = DEFAULT_MAX_BODY) -> Entry:
     """Check the fields of one stream entry; raise InvalidEntry with the reason."""
+    if isinstance(fields, Repeated):
+        names = fields.flat[::2]
+        twice = [n.decode("utf-8", "replace") for n in KNOWN if names.count(n) > 1]
+        if twice:
+            # Which value was meant is unknowable: refuse rather than guess.
+            raise InvalidEntry(f"field {twice[0]} appears more than once")
     missing = [f for f in ("op", "session", "row", "kind", "body") if f.encode() not in fields]
     if missing:
         raise InvalidEntry(
@@ -249,10 +292,11 @@ def parse(fields: dict[bytes, bytes], max_body: int = DEFAULT_MAX_BODY) -> Entry
         except ValueError:
             ts = None
     origin = None
-    if b"origin" in fields:
-        origin = fields[b"origin"].decode("utf-8", "replace")
+    raw_origin = fields.get(_ORIGIN)
+    if raw_origin is not None:
+        origin = raw_origin.decode("utf-8", "replace")
         if not _STREAM_ID.fullmatch(origin):
-            raise InvalidEntry("origin is not a stream entry id (ms-seq)")
+            raise InvalidEntry(f"{ORIGIN} is not a stream entry id (ms-seq)")
     body = fields[b"body"]
     check_body(body, max_body, op)
     return Entry(op, session, row, kind, body, reply, ts, origin)

@@ -65,6 +65,16 @@ async def test_retry_of_a_fixed_entry_stores_it(
     assert b"error" not in entry[1] and b"source" not in entry[1]
     assert entry[1][b"body"] == orjson.dumps(body)
 
+    # A repeated field name stays repeated, byte for byte.
+    twice = [b"op", b"append", b"kind", b"a", b"kind", b"b"]
+    rsync.execute_command("XADD", keys.dead(0), "*", *twice, "error", "e", "source", "1-0")
+    (repeated,) = rsync.xrange(keys.dead(0))
+    code, out, err = await arun_cli(["dlq", "retry", repeated[0].decode(), *args])
+    assert code == 0, err
+    new_id = out.strip().rsplit(" ", 1)[-1]
+    raw = "return redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])"
+    assert rsync.eval(raw, 1, keys.entries(0), new_id)[0][1] == twice  # type: ignore[index]
+
     code, out, err = await arun_cli(["dlq", "retry", letter["id"], *args])
     assert code == 1 and "no dead letter" in err
 

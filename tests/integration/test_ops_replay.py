@@ -143,7 +143,7 @@ def test_replay_of_a_sub_range_and_bad_ids(
     assert code == 0, err
     assert "re-fed 3 entries" in out
     added = rsync.xrange(key, f"({ids[-1]}", "+")
-    assert [f[b"origin"].decode() for _, f in added] == ids[1:4]
+    assert [f[b"rowcast.origin"].decode() for _, f in added] == ids[1:4]
     assert all(b"reply" not in f for _, f in added)
     assert [f[b"row"] for _, f in added] == [b"1", b"2", b"3"]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import orjson
 
 from rowcast.contract.change import Change, batch_message, from_json
-from rowcast.contract.entry import Entry
-from rowcast.writer.batch import Dead, Result, Valid, merge, outcome, plans
+from rowcast.contract.entry import Entry, fields_of
+from rowcast.writer.batch import DEAD_FIELDS, Dead, Result, Valid, merge, outcome, plans
 
 
 def v(
@@ -117,6 +117,29 @@ def test_unacked_changes_do_not_flush() -> None:
 def test_dead_letter_keeps_original_fields_then_reason() -> None:
     d = Dead(b"5-0", {b"op": b"x", b"body": b"\xff", b"error": b"theirs"}, "why", None)
     assert d.dead_fields() == [b"op", b"x", b"body", b"\xff", "error", "why", "source", b"5-0"]
+
+
+def test_dead_letter_repeats_a_repeated_field() -> None:
+    flat = [b"op", b"append", b"kind", b"a", b"x", b"1", b"kind", b"b"]
+    d = Dead(b"5-0", fields_of(flat), "why", None)
+    assert d.dead_fields() == [*flat, "error", "why", "source", b"5-0"]
+
+
+def test_a_dead_letter_keeps_the_named_fields_of_an_entry_with_thousands() -> None:
+    extra = [x for i in range(5000) for x in (b"f%d" % i, b"v")]
+    flat = [b"op", b"append", *extra, b"session", b"s", b"reply", b"t"]
+    out = Dead(b"5-0", fields_of(flat), "missing field body", "t").dead_fields()
+    assert len(out) == 2 * DEAD_FIELDS + 4  # the publish script's XADD stays in Lua's limit
+    kept = out[: 2 * DEAD_FIELDS]
+    assert kept[:2] == [b"op", b"append"] and kept[-4:] == [b"session", b"s", b"reply", b"t"]
+    assert kept[2:-4] == extra[: 2 * (DEAD_FIELDS - 3)]  # in order, the first ones
+    assert out[-4:] == [
+        "error",
+        "missing field body (3003 of its 5003 fields not kept:"
+        f" a dead letter keeps at most {DEAD_FIELDS})",
+        "source",
+        b"5-0",
+    ]
 
 
 def test_batch_message_embeds_body_without_reencoding() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rowcast.contract.entry import Op, check_body, parse, reply_token
+from rowcast.contract.entry import ORIGIN, Op, Repeated, check_body, fields_of, parse, reply_token
 from rowcast.contract.errors import InvalidEntry
 from rowcast.contract.keys import Keys, shard_of
 
@@ -47,12 +47,43 @@ def test_valid_entry_keeps_body_bytes() -> None:
         ({"body": b'"\xed\xa0\x80"'}, "not valid JSON"),
         ({"reply": "has space"}, "reply token"),
         ({"reply": "x" * 129}, "reply token"),
-        ({"origin": "nope"}, "origin"),
+        ({"kind": "a\x00b"}, "NUL"),
     ],
 )
 def test_invalid_entries_say_why(override: dict[str, str], reason: str) -> None:
     with pytest.raises(InvalidEntry, match=reason.replace("\\", "\\\\")):
         parse(fields(**override))
+
+
+def test_a_malformed_replay_origin_is_refused() -> None:
+    f = fields()
+    f[ORIGIN.encode()] = b"nope"
+    with pytest.raises(InvalidEntry, match=r"rowcast\.origin is not a stream entry id"):
+        parse(f)
+    f[ORIGIN.encode()] = b"12-3"
+    assert parse(f).origin == "12-3"
+
+
+def test_fields_the_contract_does_not_name_are_ignored() -> None:
+    # A producer's own "origin" is not rowcast replay's.
+    for value in ("claude-code", "1-0"):
+        assert parse(fields(origin=value)).origin is None
+
+
+def test_a_kind_is_any_text_of_1_to_64_bytes() -> None:
+    assert parse(fields(kind="tool\tuse\x1b[31m")).kind == "tool\tuse\x1b[31m"
+
+
+def test_a_repeated_field_name() -> None:
+    flat = [b"op", b"append", b"session", b"s", b"row", b"r", b"kind", b"a", b"body", b"{}"]
+    assert type(fields_of(flat)) is dict
+    # One with a meaning: which value was meant is unknowable.
+    repeated = fields_of([*flat, b"kind", b"b"])
+    assert isinstance(repeated, Repeated) and repeated.flat[-2:] == [b"kind", b"b"]
+    with pytest.raises(InvalidEntry, match="field kind appears more than once"):
+        parse(repeated)
+    # One without: ignored like any unknown field.
+    assert parse(fields_of([*flat, b"x", b"1", b"x", b"2"])).kind == "a"
 
 
 def test_missing_fields_are_named() -> None:
@@ -79,6 +110,8 @@ def test_escaped_backslash_u0000_is_fine() -> None:
 
 def test_numbers_postgres_takes_are_not_refused_early() -> None:
     check_body(b"1e400")  # orjson refuses it; jsonb stores it
+    check_body(b'{"n": ' + b"9" * 5000 + b"}")  # beyond Python's int() limit, too
+    check_body(b"-" + b"1" * 5000 + b".5e-3")
     check_body(b"[" * 1000 + b"]" * 1000)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from rowcast.ops.admin.dlq import format_letters, letter, retry_fields
+from rowcast.ops.admin.dlq import format_letters, letter, retry_fields, retry_flat
 
 
 def test_retry_restores_the_original_fields_byte_for_byte() -> None:
     fields = {b"op": b"append", b"body": b"\xff{}", b"error": b"why", b"source": b"1-0"}
     assert retry_fields(fields) == {b"op": b"append", b"body": b"\xff{}"}
+    flat = [b"kind", b"a", b"body", b"\xff{}", b"kind", b"b", b"error", b"why", b"source", b"1-0"]
+    assert retry_flat(flat) == flat[:6]
 
 
 def test_letter_and_listing() -> None:

@@ -30,15 +30,15 @@ def test_an_original_loses_its_reply_and_gains_its_origin() -> None:
         b"op": b"append",
         b"session": b"s",
         b"body": b"{}",
-        b"origin": b"150-0",
+        b"rowcast.origin": b"150-0",
     }
 
 
 def test_a_replay_keeps_its_origin_or_is_skipped() -> None:
-    fields = {b"op": b"upsert", b"origin": b"50-0"}
+    fields = {b"op": b"upsert", b"rowcast.origin": b"50-0"}
     # its original is older than the window (trimmed, or not replayed): keep the origin
-    assert refeed(b"150-0", fields, WINDOW) == {b"op": b"upsert", b"origin": b"50-0"}
+    assert refeed(b"150-0", fields, WINDOW) == {b"op": b"upsert", b"rowcast.origin": b"50-0"}
     # its original is re-fed by the same run: skip
-    assert refeed(b"150-0", {b"op": b"upsert", b"origin": b"120-0"}, WINDOW) is None
+    assert refeed(b"150-0", {b"op": b"upsert", b"rowcast.origin": b"120-0"}, WINDOW) is None
     # a malformed origin is replaced by the entry's own id
-    assert refeed("150-1", {b"origin": b"junk"}, WINDOW) == {b"origin": b"150-1"}
+    assert refeed("150-1", {b"rowcast.origin": b"junk"}, WINDOW) == {b"rowcast.origin": b"150-1"}
