@@ -53,7 +53,7 @@ class Held:
 class Pending:
     __slots__ = ("_collapse", "_held", "_sessions", "count", "urgent")
 
-    def __init__(self, collapse: bool = True) -> None:
+    def __init__(self, collapse: bool = False) -> None:
         self._collapse = collapse
         # Per session: row -> the row's waiting changes (collapsed: its latest,
         # or a chain of deltas), or every change in order (not collapsed).

@@ -52,8 +52,10 @@ class BroadcasterConfig:
     """PostgreSQL connections of the process."""
     sessions_limit: int = 100
     """Default length of ``/api/sessions`` (``?limit=`` up to 1000)."""
-    collapse: bool = True
-    """Within one window, send only a row's latest revision."""
+    collapse: bool = False
+    """Within one window, send only a row's latest revision (ROWCAST_COLLAPSE).
+    Off by default: the contract promises live changes without gaps, and a
+    collapsed change is a gap in the change numbers a client sees."""
     instance: str = ""
     """The heartbeat's name; empty: host:pid:random."""
     heartbeat_every_s: float = 5.0

@@ -31,7 +31,7 @@ class _PoolCollector(Collector):
 
 
 COUNTS = {
-    "messages": ("rowcast_broadcaster_pubsub_messages", "P:rows messages received"),
+    "messages": ("rowcast_broadcaster_pubsub_messages", "P:{N}:changes messages received"),
     "changes_in": (
         "rowcast_broadcaster_changes_received",
         "Changes received on pub/sub for a watched session",
@@ -100,7 +100,7 @@ class Metrics:
             "rowcast_broadcaster_pubsub_reconnects", "Pub/sub connections lost", registry=r
         )
         self.bad_messages = Counter(
-            "rowcast_broadcaster_bad_messages", "Unreadable P:rows messages", registry=r
+            "rowcast_broadcaster_bad_messages", "Unreadable P:{N}:changes messages", registry=r
         )
         self.queue_high = Gauge(
             "rowcast_broadcaster_queue_high_water",

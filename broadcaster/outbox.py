@@ -95,7 +95,7 @@ class Outbox:
     limit: int = 10_000
     idle: float | None = None
     """Seconds of silence after which the sink is pinged (None: never)."""
-    collapse: InitVar[bool] = True
+    collapse: InitVar[bool] = False
     expires_at: float | None = None
     stall: float | None = None
     """Seconds one write may take before the client counts as stalled (None:

@@ -83,7 +83,11 @@ def _server_options(nested: bool) -> _Parser:
     g.add_argument("--prefix", help="prefix of every Redis key (ROWCAST_PREFIX)")
     g.add_argument("--shards", type=int, help="number of input shards (ROWCAST_SHARDS)")
     g.add_argument(
-        "--log-level", default=argparse.SUPPRESS if nested else "INFO", help="DEBUG, INFO, ..."
+        "--log-level",
+        default=argparse.SUPPRESS if nested else "INFO",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        help="DEBUG, INFO, WARNING, ERROR or CRITICAL",
     )
     return p
 

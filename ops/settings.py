@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from rowcast.broadcaster.auth import check_secret
 from rowcast.contract.errors import ConfigError, one_line
 from rowcast.contract.keys import Keys
 
@@ -52,6 +53,7 @@ class Settings:
     max_per_client: int = 2_000
     stall_s: float = 30.0
     ws_idle_s: float = 60.0
+    collapse: bool = False
 
     @property
     def keys(self) -> Keys:
@@ -69,6 +71,7 @@ class Settings:
             origins=tuple(
                 o.strip() for o in env.get("ROWCAST_ORIGINS", "").split(",") if o.strip()
             ),
+            collapse=env_flag(env, "ROWCAST_COLLAPSE"),
             **{
                 field: _number(env, name, getattr(cls, field), low, high)
                 for field, (name, low, high) in _NUMBERS.items()
@@ -89,6 +92,8 @@ class Settings:
             )
         if self.shards < 1:
             raise ConfigError("ROWCAST_SHARDS must be at least 1")
+        if self.secret is not None:
+            check_secret(self.secret)  # every command: a short key is never half-accepted
 
     def need_servers(self) -> tuple[str, str]:
         """Both server URLs, or a clear configuration error."""
@@ -207,5 +212,16 @@ def env_number(
     if not math.isfinite(value):
         raise ConfigError(f"{name}={raw!r} is not a finite number")
     if (low is not None and value < low) or (high is not None and value > high):
-        raise ConfigError(f"{name}={value} is out of range ({low}..{high})")
+        bounds = f"{low}..{high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{name}={value} is out of range ({bounds})")
     return value
+
+
+def env_flag(env: Mapping[str, str], name: str) -> bool:
+    """A yes/no setting: 1/true/yes or 0/false/no (unset or empty: no)."""
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"{name}={raw!r} is not 1 or 0")

@@ -265,29 +265,46 @@ class Producer:
         return await self.collect(tagged, timeout)
 
     async def collect(self, tagged: Sequence[Entry], timeout: float = 10.0) -> list[dict[str, Any]]:
-        """The receipts of entries already pushed with a ``reply`` token, in order."""
+        """The receipts of entries already pushed with a ``reply`` token, in
+        order; ReceiptTimeout for the first one not there within ``timeout``."""
+        payloads = await self.collect_each(tagged, timeout)
+        for e, payload in zip(tagged, payloads, strict=True):
+            if payload is None:
+                raise ReceiptTimeout(timeout_reason(e, timeout))
+        return [p for p in payloads if p is not None]
+
+    async def collect_each(
+        self, tagged: Sequence[Entry], timeout: float = 10.0
+    ) -> list[dict[str, Any] | None]:
+        """``collect``, with None for each receipt not there within
+        ``timeout`` (the whole wait), instead of giving up on the rest."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         step = _wait_slice(self.redis)
-        payloads: list[dict[str, Any]] = []
+        payloads: list[dict[str, Any] | None] = []
         for e in tagged:
             assert e.reply is not None
             key = self.keys.reply(shard_of(e.session, self.shards), e.reply)
-            got = None
-            while got is None and (left := deadline - loop.time()) > 0:
-                # In slices: one blocking pop longer than the client's socket
-                # timeout (redis-py's default is 5 s) would end as a read timeout.
-                try:
+            got: Any = None
+            try:
+                while got is None and (left := deadline - loop.time()) > 0:
+                    # In slices: one blocking pop longer than the client's socket
+                    # timeout (redis-py's default is 5 s) would end as a read timeout.
                     got = await self.redis.blpop([key], timeout=max(min(left, step), 0.01))
-                except TRANSIENT_OR_OS as err:
-                    raise Unavailable(f"Redis: {err}") from err
-            if got is None:
-                raise ReceiptTimeout(
-                    f"no receipt for row {e.row!r} of session {e.session!r} within {timeout:g}s"
-                    " (it may still be stored)"
-                )
-            payloads.append(orjson.loads(got[1]))
+                if got is None:  # past the deadline: take it if it is there already
+                    raw = await self.redis.lpop(key)
+                    got = None if raw is None else (key, raw)
+            except TRANSIENT_OR_OS as err:
+                raise Unavailable(f"Redis: {err}") from err
+            payloads.append(None if got is None else orjson.loads(got[1]))
         return payloads
+
+
+def timeout_reason(e: Entry, timeout: float) -> str:
+    return (
+        f"no receipt for row {e.row!r} of session {e.session!r} within {timeout:g}s"
+        " (it may still be stored)"
+    )
 
 
 def _wait_slice(redis: Redis | RedisCluster) -> float:

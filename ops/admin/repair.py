@@ -53,6 +53,8 @@ class Renumbering:
         """(next_sequence, last_change) once repaired (mirrors rowcast.repair_session)."""
         b = self.before
         last = max(b.last_change or 0, b.max_change or 0)
+        if not self.moves and b.rows and last > (b.max_change or 0):
+            return b.rows, last + 1  # the newest row is announced again above the head
         return b.rows, last + len(self.moves)
 
 

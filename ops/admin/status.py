@@ -89,7 +89,10 @@ def shard_report(raw: ShardRaw) -> dict[str, Any]:
         "length": raw.length,
         "lag": None if lag is None else int(lag),
         "pending": pending,
-        "last_applied": None if raw.applied is None else f"{raw.applied[0]}-{raw.applied[1]}",
+        # A claimed shard's record starts at 0-0: nothing applied yet.
+        "last_applied": None
+        if raw.applied in (None, (0, 0))
+        else f"{raw.applied[0]}-{raw.applied[1]}",
         "dead": raw.dead,
         "rows_length": raw.rows_length,
         "lease": {"holder": raw.lease_holder, "fence": raw.fence},

@@ -31,6 +31,7 @@ def broadcaster_config(settings: Settings) -> BroadcasterConfig:
         max_per_client=settings.max_per_client,
         stall_s=settings.stall_s,
         ws_idle_s=settings.ws_idle_s,
+        collapse=settings.collapse,
     )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 from collections.abc import Iterator
 from typing import IO, Any
@@ -27,7 +28,7 @@ import orjson
 from rowcast.contract.entry import Entry, json_error
 from rowcast.contract.errors import InvalidEntry, NotQueued
 from rowcast.ops.settings import Settings
-from rowcast.producers.producer import Producer, make_entry, with_replies
+from rowcast.producers.producer import Producer, make_entry, timeout_reason, with_replies
 
 CHUNK = 500
 
@@ -83,8 +84,9 @@ async def produce(
             entries = with_replies(entries)
         failed = await _push(producer, entries, numbers)
         if wait:
-            queued = [e for i, e in enumerate(entries) if i not in failed]
-            receipts = iter(await producer.collect(queued, timeout))
+            queued = [i for i in range(len(entries)) if i not in failed]
+            got = await producer.collect_each([entries[i] for i in queued], timeout)
+            receipts = iter(_answers(queued, got, entries, numbers, timeout))
             at = iter(range(len(entries)))
             for s in slots:
                 if isinstance(s, Entry):
@@ -104,6 +106,23 @@ async def produce(
             )
             return 2
     return 1 if refused else 0
+
+
+def _answers(
+    queued: list[int],
+    got: list[dict[str, Any] | None],
+    entries: list[Entry],
+    numbers: list[int],
+    timeout: float,
+) -> Iterator[dict[str, Any]]:
+    """Each receipt, or for one that did not come in time an error receipt
+    (reported on stderr too): the lines after it are still answered."""
+    for i, receipt in zip(queued, got, strict=True):
+        if receipt is None:
+            text = f"line {numbers[i]}: {timeout_reason(entries[i], timeout)}"
+            sys.stderr.write(f"rowcast: {text}\n")
+            receipt = {"ok": False, "error": text}
+        yield receipt
 
 
 async def _push(
@@ -127,12 +146,23 @@ async def _push(
 
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", action="store_true", help="print one receipt per line")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a receipt")
+    p.add_argument("--timeout", type=seconds, default=30.0, help="seconds to wait for the receipts")
     p.add_argument(
         "--durable",
         action="store_true",
         help="count a line as queued only once a replica holds it (WAIT)",
     )
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text[:20]} is not a number of seconds above 0")
+    return value
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import random
 import secrets
@@ -128,7 +129,17 @@ class Pusher(Protocol):
 
 
 async def _steady(p: Pusher, sessions: list[str], rate: int, seconds: float) -> int:
-    """Appends at ``rate`` per second, in 10 ms ticks on an absolute schedule."""
+    """Appends at ``rate`` per second, in 10 ms ticks on an absolute schedule
+    (without the publisher's own garbage collections, as the clients')."""
+    gc.collect()
+    gc.disable()
+    try:
+        return await _ticks(p, sessions, rate, seconds)
+    finally:
+        gc.enable()
+
+
+async def _ticks(p: Pusher, sessions: list[str], rate: int, seconds: float) -> int:
     tick = 0.01
     start = time.monotonic()
     n = 0

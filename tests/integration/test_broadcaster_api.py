@@ -179,6 +179,40 @@ async def test_an_ack_change_is_flushed_without_waiting_for_the_window(redis_url
         await ws.close()
 
 
+async def test_a_busy_connection_gets_every_change_of_a_revised_row(redis_url, db_url, prefix):
+    """Live changes without gaps (the contract): a row revised several times
+    within one window reaches the client once per change, not only at its
+    latest revision (that is ``ROWCAST_COLLAPSE=1``, an operator's choice)."""
+    async with (
+        writer(redis_url, db_url, prefix),
+        broadcaster(redis_url, db_url, prefix, window_ms=60_000) as b,
+        producer(redis_url, prefix) as p,
+    ):
+        ws = WsClient(b.ws_url)
+        await ws.connect()
+        await ws.subscribe("revised", after=0)
+        await until_live(b)
+        await p.append("revised", "row", "assistant", {"text": ""}, wait=True)
+        async with asyncio.timeout(30):
+            assert [c["change"] for c in (await ws.recv())["changes"]] == [1]
+        # The connection is busy now: what follows waits for the window,
+        # each revision committed (and published) on its own.
+        for n in range(2, 6):
+            await p.upsert("revised", "row", "assistant", {"text": "x" * n}, wait=False)
+            await wait_for_head(db_url, "revised", n)
+        await p.append("revised", "end", "user", {"text": "flushes"}, wait=True)
+        async with asyncio.timeout(30):
+            msg = await ws.recv()
+        assert [(c["row"], c["change"], c["revision"]) for c in msg["changes"]] == [
+            ("row", 2, 1),
+            ("row", 3, 2),
+            ("row", 4, 3),
+            ("row", 5, 4),
+            ("end", 6, 0),
+        ]
+        await ws.close()
+
+
 async def test_several_sessions_on_one_socket_and_unsubscribe(redis_url, db_url, prefix):
     async with (
         writer(redis_url, db_url, prefix),

@@ -55,3 +55,22 @@ def test_configuration_errors_exit_2_with_one_line(args, redis, db, says, redis_
     assert code == 2, err
     assert err.count("\n") == 1 and says in err and "unexpected" not in err, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args, env, says",
+    [
+        (["status"], {"ROWCAST_SECRET": "short"}, "ROWCAST_SECRET must be at least 32 bytes"),
+        (["writer"], {"ROWCAST_SECRET": "short"}, "ROWCAST_SECRET must be at least 32 bytes"),
+        (["migrate"], {"ROWCAST_SECRET": "short"}, "ROWCAST_SECRET must be at least 32 bytes"),
+        (["status"], {"ROWCAST_COLLAPSE": "maybe"}, "ROWCAST_COLLAPSE='maybe' is not 1 or 0"),
+        (["status"], {"ROWCAST_ROWS_MAXLEN": "0"}, "out of range (at least 1)"),
+        (["status", "--log-level", "bogus"], {}, "invalid choice: 'BOGUS'"),
+        (["produce", "--timeout", "nan"], {}, "nan is not a number of seconds above 0"),
+        (["produce", "--timeout", "0"], {}, "0 is not a number of seconds above 0"),
+    ],
+)
+def test_settings_and_options_checked_by_every_command(args, env, says, redis_url, db_url):
+    code, err = rowcast(args, ROWCAST_REDIS_URL=redis_url, ROWCAST_DATABASE_URL=db_url, **env)
+    assert code == 2, err
+    assert err.count("\n") == 1 and says in err and "Traceback" not in err, err

@@ -153,6 +153,35 @@ def test_repair_one_session(redis_url: str, db_url: str, prefix: str) -> None:
     assert code == 0 and "healthy" in out
 
 
+def test_a_head_ahead_of_its_rows_is_repaired_without_going_back(
+    redis_url: str, db_url: str, prefix: str, rsync: redis.Redis
+) -> None:
+    """last_change above every row's change: the counter is kept (a client
+    may hold a cursor up to it) and the newest row is announced above it."""
+    s = settings_for(redis_url, db_url, prefix)
+    args = server_args(s)
+    _healthy(db_url, ["ahead"], rows=6)
+    before = snapshot(db_url)
+    newest = max(before["rows"].items(), key=lambda kv: kv[1][2])[0]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE rowcast.sessions SET last_change = 99")
+    code, doc = _verify_json(args)
+    assert code == 1 and _problems(doc) == {"ahead": ["last_change"]}
+    code, out, err = run_cli(["repair", "--dry-run", *args])
+    assert code == 0 and "last_change 99 -> 100" in out, err + out
+    code, out, err = run_cli(["repair", *args])
+    assert code == 0, err + out
+    code, doc = _verify_json(args)
+    assert code == 0 and doc["ok"], doc
+    after = snapshot(db_url)
+    assert after["heads"]["ahead"][1] == 100
+    for key, value in before["rows"].items():
+        moved = (value[0], value[1], 100) if key == newest else value[:3]
+        assert after["rows"][key][:3] == moved
+    [(_, f)] = rsync.xrange(Keys(prefix).rows(0))
+    assert (f[b"row"].decode(), int(f[b"change"])) == (newest[1], 100)
+
+
 def test_verify_pages_through_many_sessions(db_url: str) -> None:
     """Keyset pagination: small chunks see every session once, orphans included."""
     names = [f"s{i:03d}" for i in range(25)]

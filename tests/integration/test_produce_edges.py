@@ -51,6 +51,29 @@ def test_produce_wait_timeout_is_the_one_given(redis_url, prefix):
     assert err.count("\n") == 1
 
 
+def test_a_receipt_that_does_not_come_is_answered_and_the_rest_still_are(redis_url, prefix):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROWCAST_")}
+    env.update(ROWCAST_REDIS_URL=redis_url, ROWCAST_DATABASE_URL="postgresql://x@127.0.0.1:1/x")
+    env.update(ROWCAST_PREFIX=prefix)
+    line = {"op": "append", "session": "s", "kind": "k", "body": {}}
+    # No writer runs: neither receipt comes.
+    lines = [orjson.dumps({**line, "row": "a"}), orjson.dumps({**line, "row": "b"}), b"bad"]
+    r = subprocess.run(
+        [ROWCAST, "produce", "--wait", "--timeout", "0.5"],
+        input=b"\n".join(lines) + b"\n",
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert r.returncode == 1
+    out = [orjson.loads(x) for x in r.stdout.splitlines()]
+    assert [o["ok"] for o in out] == [False, False, False]  # one answer per input line
+    assert out[0]["error"].startswith("line 1: no receipt for row 'a'")
+    assert out[1]["error"].startswith("line 2: no receipt for row 'b'")
+    assert out[2]["error"].startswith("line 3: not JSON")
+    assert r.stderr.decode().count("\n") == 3
+
+
 async def test_every_input_line_gets_its_output_line(redis_url, db_url, prefix):
     good = orjson.dumps({"op": "append", "session": "s", "row": "a", "kind": "k", "body": {}})
     deep = b'{"op":"append","session":"s","row":"d","kind":"k","body":' + b"[" * 1100

@@ -15,7 +15,7 @@ def it(change: int, row: str, ack: bool = False) -> Item:
 
 
 def test_a_row_revised_within_the_window_collapses_to_its_latest_in_change_order():
-    p = Pending()
+    p = Pending(collapse=True)  # ROWCAST_COLLAPSE=1
     p.add("s", [it(1, "a"), it(2, "b"), it(3, "a")])
     p.add("s", [it(4, "a")])
     assert p.count == 2

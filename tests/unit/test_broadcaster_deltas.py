@@ -120,7 +120,7 @@ def test_a_delta_never_reaches_a_client_without_its_base(
 
 
 def test_extends_in_one_window_go_as_one_delta_on_the_held_revision() -> None:
-    p = Pending()
+    p = Pending(collapse=True)  # ROWCAST_COLLAPSE=1
     p.track("s", True)
     p.add("s", [change("a", 0, 1, {"t": ""})])
     [(_, [first])] = p.take(10)
@@ -176,7 +176,7 @@ def test_a_history_numbered_again_never_gets_an_older_chains_merge() -> None:
     database was restored while the broadcaster ran): merged from these."""
     merged = []
     for text in ("ab", "xy"):
-        p = Pending()
+        p = Pending(collapse=True)
         p.track("s", True)
         p.add("s", [change("a", 0, 1, {"t": ""})])
         p.take(10)

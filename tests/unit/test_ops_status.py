@@ -63,6 +63,12 @@ def test_group_figures_and_pending_age() -> None:
     }
 
 
+def test_a_claimed_shard_with_nothing_applied_says_null() -> None:
+    # The writer's claim creates the record at 0-0 before its first commit.
+    assert shard_report(_raw(applied=(0, 0)))["last_applied"] is None
+    assert shard_report(_raw(applied=(0, 1)))["last_applied"] == "0-1"
+
+
 def test_unknown_lag_falls_back_to_the_count() -> None:
     group = {"name": "writer", "pending": 0, "lag": None, "last-delivered-id": "1-0"}
     assert shard_report(_raw(group=group, counted_lag=7))["lag"] == 7
