@@ -29,11 +29,12 @@ log = logging.getLogger(__name__)
 
 
 def unreadable_sessions(data: bytes) -> list[str] | None:
-    """The session ids of a ``P:rows`` message orjson could not read, parsed
-    leniently (fractions as text, so none is out of range); None when not even
-    they can be read."""
+    """The session ids of a ``P:{N}:changes`` message orjson could not read,
+    parsed leniently (fractions as text and integers as floats, so no number
+    is out of range or over Python's 4,300 digits for int()); None when not
+    even they can be read."""
     try:
-        message = json.loads(data, parse_float=str, parse_constant=str)
+        message = json.loads(data, parse_float=str, parse_int=float, parse_constant=str)
         changes = message["changes"]
         found = {c["session"] for c in changes if isinstance(c, dict)}
     except (ValueError, KeyError, TypeError, RecursionError):

@@ -43,19 +43,28 @@ class Dead:
 
     def dead_fields(self) -> list[bytes | str]:
         """The dead-letter entry: the original fields byte for byte (a
-        repeated name repeated), then ours. Past ``DEAD_FIELDS`` fields only
-        those the contract names are kept: the publish script passes a
-        letter to one XADD, and Redis's Lua passes at most ~8,000 arguments."""
+        repeated name repeated), then ours. Of an entry with more than
+        ``DEAD_FIELDS`` fields, the first of each the contract names and then
+        the others in order, ``DEAD_FIELDS`` in all: the publish script
+        passes a letter to one XADD, and Redis's Lua passes at most ~8,000
+        arguments."""
         flat = self.fields.flat if isinstance(self.fields, Repeated) else _flat(self.fields)
         pairs = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2) if flat[i] not in _OURS]
         error = self.error
         if len(pairs) > DEAD_FIELDS:
-            room = DEAD_FIELDS - sum(name in KNOWN for name, _ in pairs)
-            kept = []
-            for name, value in pairs:
-                if name in KNOWN or room > 0:
-                    room -= name not in KNOWN
-                    kept.append((name, value))
+            # The first of each named field, then the others in order, up to
+            # the limit in all (a name repeated 5,000 times counts each time).
+            keep: set[int] = set()
+            named: set[bytes] = set()
+            for i, (name, _) in enumerate(pairs):
+                if name in KNOWN and name not in named:
+                    named.add(name)
+                    keep.add(i)
+            for i in range(len(pairs)):
+                if len(keep) >= DEAD_FIELDS:
+                    break
+                keep.add(i)
+            kept = [pairs[i] for i in sorted(keep)]
             error += (
                 f" ({len(pairs) - len(kept)} of its {len(pairs)} fields not kept:"
                 f" a dead letter keeps at most {DEAD_FIELDS})"

@@ -36,7 +36,7 @@ _PUBLISH = """
 if ARGV[10] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[10] then
   return -1
 end
-for k = 1, 2 do
+for k = 1, 3 do
   local t = redis.call('TYPE', KEYS[k])['ok']
   if t ~= 'stream' and t ~= 'none' then
     return {k, t}

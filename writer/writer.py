@@ -95,7 +95,9 @@ class ShardWriter:
         self.fleet = fleet
         self.entries = cfg.keys.entries(cfg.shard)
         self.lease = Lease(redis, cfg.keys, cfg.shard, cfg.holder, cfg.lease_ms)
-        self.publisher = Publisher(redis, cfg.keys, cfg.shard, cfg.rows_maxlen, cfg.receipt_ttl_ms)
+        self.publisher = Publisher(
+            redis, cfg.keys, cfg.shard, cfg.rows_maxlen, cfg.receipt_ttl_ms, holder=cfg.holder
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Wait for the lease, lead until it is lost, handed over or ``stop``

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from rowcast.contract.entry import ORIGIN
+from rowcast.contract.entry import ORIGIN, fields_of
 from rowcast.contract.errors import ConfigError
 from rowcast.contract.keys import Keys
 from rowcast.contract.streamid import MAX_PART, StreamId, as_id, fmt, from_option
@@ -32,16 +31,21 @@ from rowcast.ops.settings import Settings
 
 PAGE = 500
 _ORIGIN = ORIGIN.encode()
+# A page of entries as Redis holds them: redis-py's XRANGE reply is a dict,
+# which would fold a repeated field name.
+_PAGE = "return redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', ARGV[3])"
 
 
 def refeed(
-    entry_id: bytes | str, fields: Mapping[bytes, bytes], refed: tuple[StreamId, StreamId]
-) -> dict[bytes, bytes] | None:
-    """The fields to add again for one entry, or None to skip it.
+    entry_id: bytes | str, flat: list[bytes], refed: tuple[StreamId, StreamId]
+) -> list[bytes] | None:
+    """The fields to add again for one entry (flat, as Redis keeps them: a
+    repeated name stays repeated), or None to skip it.
 
     ``refed`` is the range of ids this run re-feeds from the originals
     themselves: a replay whose origin lies in it would repeat that original.
     """
+    fields = fields_of(flat)
     origin: bytes | None = None
     raw_origin = fields.get(_ORIGIN)
     if raw_origin is not None:
@@ -52,9 +56,8 @@ def refeed(
             origin = raw_origin
     if origin is None:
         origin = entry_id.encode() if isinstance(entry_id, str) else entry_id
-    out = {k: v for k, v in fields.items() if k not in (b"reply", _ORIGIN)}
-    out[_ORIGIN] = origin
-    return out
+    pairs = zip(flat[::2], flat[1::2], strict=True)
+    return [*(x for k, v in pairs if k not in (b"reply", _ORIGIN) for x in (k, v)), _ORIGIN, origin]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,16 +104,16 @@ def replay_shard(r: redis.Redis, keys: Keys, shard: int, lo: StreamId, hi: Strea
     last_seen: str | None = None
     start = fmt(lo)
     while lo <= stop:
-        page: Any = r.xrange(key, start, fmt(stop), count=PAGE)
+        page: Any = r.eval(_PAGE, 1, key, start, fmt(stop), PAGE)
         if not page:
             break
         pipe = r.pipeline(transaction=False)
-        for entry_id, fields in page:
-            out = refeed(entry_id, fields, refed)
+        for entry_id, flat in page:
+            out = refeed(entry_id, flat, refed)
             if out is None:
                 skipped += 1
                 continue
-            pipe.xadd(key, out)  # type: ignore[arg-type]
+            pipe.execute_command("XADD", key, "*", *out)
             count += 1
             first_seen = first_seen or text(entry_id)
             last_seen = text(entry_id)

@@ -121,7 +121,8 @@ def _answers(
         if receipt is None:
             text = f"line {numbers[i]}: {timeout_reason(entries[i], timeout)}"
             sys.stderr.write(f"rowcast: {text}\n")
-            receipt = {"ok": False, "error": text}
+            # "timeout": unlike a refusal, the entry may still be stored.
+            receipt = {"ok": False, "error": text, "timeout": True}
         yield receipt
 
 

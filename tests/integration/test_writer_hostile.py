@@ -16,6 +16,7 @@ import pytest
 from redis.asyncio import Redis
 
 from rowcast.contract.keys import Keys
+from rowcast.writer.store import Store
 from tests.integration.test_writer import db_rows, running_writer, wait_drained
 
 # The raw fields of every entry of a stream, as Redis holds them (redis-py's
@@ -87,6 +88,9 @@ async def test_a_dead_letter_of_thousands_of_fields_does_not_stop_the_shard(
         keys.entries(0),
         {"op": "append", "session": "s", "row": "many", "kind": "k", "reply": "many", **many},
     )
+    # One name given 5,000 times counts 5,000 times.
+    head = ["op", "append", "session", "s", "row", "twice", "body", "{}"]
+    await aredis.execute_command("XADD", keys.entries(0), "*", *head, *["kind", "k"] * 5000)
     good = {"op": "append", "session": "s", "kind": "k", "body": "{}"}
     await aredis.xadd(keys.entries(0), {**good, "row": "after", "reply": "after"})
     async with running_writer(redis_url, db_url, prefix):
@@ -94,10 +98,12 @@ async def test_a_dead_letter_of_thousands_of_fields_does_not_stop_the_shard(
         bad = await receipt(aredis, keys.reply(0, "many"))
         await wait_drained(aredis, keys, 1)
     assert bad["ok"] is False and bad["error"] == "missing field body"
-    [(_, letter)] = await aredis.xrange(keys.dead(0))
+    [(_, letter), (_, repeated)] = await aredis.xrange(keys.dead(0))
     for name in (b"op", b"session", b"row", b"kind", b"reply"):
         assert name in letter
     assert b"fields not kept" in letter[b"error"]
+    assert repeated[b"row"] == b"twice" and b"kind appears more than once" in repeated[b"error"]
+    assert await aredis.xlen(keys.rows(0)) == 1  # "after", once
 
 
 async def test_repeated_field_names(
@@ -149,3 +155,38 @@ async def test_fields_the_contract_does_not_name_change_nothing(
         ("c", 2, 0, "t\tu", "{}"),
         ("d", 3, 0, "user", big),
     ]
+
+
+async def test_a_leader_that_lost_its_lease_after_committing_announces_nothing(
+    redis_url: str,
+    db_url: str,
+    prefix: str,
+    aredis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Paused between its COMMIT and its publish past its lease: the new
+    holder announces the batch (from the tracking record), the old one must
+    not, or its late changes would follow newer ones on ``P:{N}:rows``."""
+    keys = Keys(prefix)
+    taken = asyncio.Event()
+    apply = Store.apply
+
+    async def apply_then_lose_the_lease(self: Store, *args: Any, **kw: Any) -> Any:
+        out = await apply(self, *args, **kw)
+        if not taken.is_set():
+            taken.set()
+            await aredis.set(keys.lease(0), "another writer", px=3000)
+        return out
+
+    monkeypatch.setattr(Store, "apply", apply_then_lose_the_lease)
+    await aredis.xadd(
+        keys.entries(0), {"op": "append", "session": "s", "row": "r", "kind": "k", "body": "{}"}
+    )
+    async with running_writer(redis_url, db_url, prefix):
+        await asyncio.wait_for(taken.wait(), 30)
+        await asyncio.sleep(1)  # the old leader's publish, had it gone ahead
+        assert await aredis.xlen(keys.rows(0)) == 0
+        assert sorted(k[1] for k in db_rows(db_url)) == ["r"]  # committed all the same
+        # The lease lapses; whoever leads next announces the batch, once.
+        await wait_drained(aredis, keys, 1)
+    assert [f[b"row"] for _, f in await aredis.xrange(keys.rows(0))] == [b"r"]

@@ -142,6 +142,15 @@ def test_a_dead_letter_keeps_the_named_fields_of_an_entry_with_thousands() -> No
     ]
 
 
+def test_a_dead_letter_of_one_name_repeated_thousands_of_times_is_bounded_too() -> None:
+    flat = [b"op", b"append", *[b"kind", b"k"] * 5000, b"body", b"{}"]
+    out = Dead(b"5-0", fields_of(flat), "field kind appears more than once", None).dead_fields()
+    assert len(out) == 2 * DEAD_FIELDS + 4
+    kept = out[: 2 * DEAD_FIELDS]
+    assert kept[:4] == [b"op", b"append", b"kind", b"k"] and kept[-2:] == [b"body", b"{}"]
+    assert "3002 of its 5002 fields not kept" in str(out[-3])
+
+
 def test_batch_message_embeds_body_without_reencoding() -> None:
     msg = batch_message(2, [Change("s", "r", 0, 0, 1, "k", b'{"z":1,  "a":[true]}', True)])
     assert b'{"z":1,  "a":[true]}' in msg

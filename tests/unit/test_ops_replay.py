@@ -25,20 +25,27 @@ WINDOW = ((100, 0), (200, 0))
 
 
 def test_an_original_loses_its_reply_and_gains_its_origin() -> None:
-    fields = {b"op": b"append", b"session": b"s", b"reply": b"tok", b"body": b"{}"}
-    assert refeed(b"150-0", fields, WINDOW) == {
-        b"op": b"append",
-        b"session": b"s",
-        b"body": b"{}",
-        b"rowcast.origin": b"150-0",
-    }
+    flat = [b"op", b"append", b"session", b"s", b"reply", b"tok", b"body", b"{}"]
+    assert refeed(b"150-0", flat, WINDOW) == [
+        b"op",
+        b"append",
+        b"session",
+        b"s",
+        b"body",
+        b"{}",
+        b"rowcast.origin",
+        b"150-0",
+    ]
+    # A field name given twice stays twice (the writer judges the entry again).
+    twice = [b"kind", b"a", b"kind", b"b"]
+    assert refeed(b"150-0", twice, WINDOW) == [*twice, b"rowcast.origin", b"150-0"]
 
 
 def test_a_replay_keeps_its_origin_or_is_skipped() -> None:
-    fields = {b"op": b"upsert", b"rowcast.origin": b"50-0"}
+    flat = [b"op", b"upsert", b"rowcast.origin", b"50-0"]
     # its original is older than the window (trimmed, or not replayed): keep the origin
-    assert refeed(b"150-0", fields, WINDOW) == {b"op": b"upsert", b"rowcast.origin": b"50-0"}
+    assert refeed(b"150-0", flat, WINDOW) == flat
     # its original is re-fed by the same run: skip
-    assert refeed(b"150-0", {b"op": b"upsert", b"rowcast.origin": b"120-0"}, WINDOW) is None
+    assert refeed(b"150-0", [b"op", b"upsert", b"rowcast.origin", b"120-0"], WINDOW) is None
     # a malformed origin is replaced by the entry's own id
-    assert refeed("150-1", {b"rowcast.origin": b"junk"}, WINDOW) == {b"rowcast.origin": b"150-1"}
+    assert refeed("150-1", [b"rowcast.origin", b"junk"], WINDOW) == [b"rowcast.origin", b"150-1"]
