@@ -10,6 +10,9 @@ import time
 import orjson
 
 _STD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+# uvicorn adds "color_message", the same message with ANSI colour escapes: a
+# JSON line should not carry terminal control sequences.
+_SKIPPED = _STD | {"color_message"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,7 +25,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for k, v in record.__dict__.items():
-            if k not in _STD and not k.startswith("_"):
+            if k not in _SKIPPED and not k.startswith("_"):
                 out[k] = v
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)

@@ -7,6 +7,7 @@
 (() => {
   const TOKEN = new URLSearchParams(location.search).get('token');
   const PAGE = 50;
+  const LISTED = 200;
   const $ = (id) => document.getElementById(id);
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -46,6 +47,13 @@
     return new Date(iso).toLocaleString();
   }
 
+  // Bidi controls in an id are shown, not obeyed: a session named with
+  // U+202E would otherwise read backwards, and spoof what follows it.
+  const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+  function shownId(id) {
+    return String(id).replace(BIDI, (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  }
+
   function el(tag, cls, text) {
     const e = document.createElement(tag);
     if (cls) e.className = cls;
@@ -72,7 +80,7 @@
     async poll() {
       if (this.stopped) return;
       try {
-        const data = await getJSON('api/sessions', { limit: 200 });
+        const data = await getJSON('api/sessions', { limit: LISTED });
         if (this.stopped) return;
         this.sessions = data.sessions;
         setConn('live', 'live');
@@ -97,7 +105,7 @@
         const a = el('a');
         a.href = `#/s/${encodeURIComponent(s.session)}`;
         a.append(
-          el('span', 'name', s.session),
+          el('span', 'name', shownId(s.session)),
           el('span', 'meta', `${s.row_count} rows · change ${s.last_change}`),
           el('span', 'when', ago(s.updated_at)),
         );
@@ -106,6 +114,8 @@
       }
       list.replaceChildren(frag);
       $('sessions-empty').hidden = this.sessions.length > 0;
+      // The list is the most recently active sessions only: say so.
+      $('sessions-more').hidden = this.sessions.length < LISTED;
     }
 
     stop() {
@@ -116,6 +126,8 @@
   }
 
   // ---------------------------------------------------------------- rows
+
+  const STATUS = new Set(['ok', 'done', 'success', 'completed', 'running', 'pending', 'started', 'error', 'failed']);
 
   function kindClass(kind) {
     if (kind === 'user' || kind === 'assistant') return kind;
@@ -155,7 +167,14 @@
     const bubble = el('div', 'bubble');
     if (cls === 'tool') {
       const b = body && typeof body === 'object' ? body : {};
-      if (b.status) head.append(el('span', `status ${String(b.status).toLowerCase()}`, String(b.status)));
+      if (b.status !== undefined && b.status !== null && b.status !== '') {
+        // The class comes from a fixed set: a body chooses a colour, never a class.
+        const text = typeof b.status === 'object' ? JSON.stringify(b.status) : String(b.status);
+        const known = STATUS.has(text.toLowerCase());
+        const pill = el('span', known ? `status ${text.toLowerCase()}` : 'status', text);
+        pill.title = text;
+        head.append(pill);
+      }
       bubble.append(el('span', 'tool-name', String(b.name || b.tool || c.kind)));
       const input = b.input ?? b.args ?? b.arguments;
       if (input !== undefined) {
@@ -196,8 +215,8 @@
       this.loadingOlder = false;
       $('sessions-view').hidden = true;
       $('session-view').hidden = false;
-      $('crumb').textContent = session;
-      document.title = `${session} · rowcast`;
+      $('crumb').textContent = shownId(session);
+      document.title = `${shownId(session)} · rowcast`;
       $('rows').replaceChildren();
       $('rows-empty').hidden = true;
       const sc = $('scroller');
@@ -251,10 +270,12 @@
       u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
       const ws = new WebSocket(u);
       this.ws = ws;
+      let opened = false;
       setConn(this.retry ? 'reconnecting' : 'connecting', this.retry ? 'reconnecting…' : 'connecting…');
       ws.onopen = () => {
         // deltas: a streaming row's new text arrives alone, not its whole body again.
         ws.send(JSON.stringify({ type: 'subscribe', session: this.session, after: this.cursor, deltas: true }));
+        opened = true;
         this.retry = 0;
         setConn('live', 'live');
       };
@@ -271,7 +292,15 @@
         this.resync = false;
         this.retry += 1;
         setConn('reconnecting', 'reconnecting…');
-        this.timer = setTimeout(() => this.connect(), delay);
+        const again = () => { if (!this.stopped) this.timer = setTimeout(() => this.connect(), delay); };
+        if (opened) { again(); return; }
+        // A refused handshake does not say why: ask the API, which does. A
+        // token that expired (or was never valid) is not worth retrying.
+        getJSON(this.path(), { limit: 1 }).then(again, (e) => {
+          if (this.stopped) return;
+          if (e.status === 401 || e.status === 403) setConn('error', `not authorized: ${e.message}`);
+          else again();
+        });
       };
     }
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import sys
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from typing import IO, Any
 
 import orjson
 
-from rowcast.contract.entry import Entry, json_error
+from rowcast.contract.entry import MAX_DEPTH, Entry, json_depth, json_error
 from rowcast.contract.errors import InvalidEntry, NotQueued
 from rowcast.ops.settings import Settings
 from rowcast.producers.producer import Producer, make_entry, timeout_reason, with_replies
@@ -40,18 +41,82 @@ def parse_line(line: bytes, max_body: int) -> Entry:
     try:
         data = orjson.loads(line)
     except orjson.JSONDecodeError as e:
-        raise InvalidEntry(f"not JSON: {json_error(e, line)}") from None
-    if not isinstance(data, dict):
+        if not _only_numbers_or_depth(line):
+            raise InvalidEntry(f"not JSON: {json_error(e, line)}") from None
+        data = None  # valid JSON that orjson cannot hold: read below
+    if data is not None and not isinstance(data, dict):
         raise InvalidEntry("expected a JSON object")
-    missing = [k for k in ("op", "session", "row", "kind", "body") if k not in data]
+    members = _members(line.decode("utf-8"))
+    missing = [k for k in ("op", "session", "row", "kind", "body") if k not in members]
     if missing:
         raise InvalidEntry(f"missing {', '.join(missing)}")
     for k in ("op", "session", "row", "kind"):
-        if not isinstance(data[k], str):
+        if not isinstance(members[k][0], str):
             raise InvalidEntry(f"{k} must be a string")
-    return make_entry(
-        data["op"], data["session"], data["row"], data["kind"], data["body"], max_body
-    )
+    op, session, row, kind = (members[k][0] for k in ("op", "session", "row", "kind"))
+    # The body travels as the line's own text: re-encoding it would round a
+    # 30-digit integer to a double.
+    return make_entry(op, session, row, kind, members["body"][1].encode(), max_body)
+
+
+# The top-level members of the line, each with its raw text, read with the
+# standard library's own scanner (numbers are only skipped over, so none is
+# rounded or refused for its size).
+_DECODER = json.JSONDecoder(parse_int=lambda _: 0, parse_float=lambda _: 0.0)
+
+
+def _skip(text: str, i: int) -> int:
+    """The index of the first character at or after ``i`` that is not JSON whitespace."""
+    while i < len(text) and text[i] in " \t\n\r":
+        i += 1
+    return i
+
+
+def _members(text: str) -> dict[str, tuple[Any, str]]:
+    """name -> (value, the value's JSON text) of a JSON object's members."""
+    try:
+        with json_depth():
+            return _scan(text)
+    except RecursionError:
+        raise InvalidEntry(f"not JSON: nested deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, IndexError):
+        raise InvalidEntry("expected a JSON object") from None
+
+
+def _scan(text: str) -> dict[str, tuple[Any, str]]:
+    i = _skip(text, 0)
+    if text[i : i + 1] != "{":
+        raise ValueError
+    i = _skip(text, i + 1)
+    out: dict[str, tuple[Any, str]] = {}
+    while text[i : i + 1] != "}":
+        if text[i : i + 1] != '"':
+            raise ValueError
+        name, i = json.decoder.scanstring(text, i + 1)  # type: ignore[attr-defined]
+        i = _skip(text, i)
+        if text[i : i + 1] != ":":
+            raise ValueError
+        start = _skip(text, i + 1)
+        value, i = _DECODER.raw_decode(text, start)
+        out[name] = (value, text[start:i])
+        i = _skip(text, i)
+        if text[i : i + 1] == ",":
+            i = _skip(text, i + 1)
+            if text[i : i + 1] == "}":
+                raise ValueError
+    if _skip(text, i + 1) != len(text):
+        raise ValueError
+    return out
+
+
+def _only_numbers_or_depth(line: bytes) -> bool:
+    """Whether the standard parser takes what orjson refused (a number
+    beyond a double, nesting past orjson's own limit): then it is JSON."""
+    try:
+        _members(line.decode("utf-8"))
+    except (InvalidEntry, UnicodeDecodeError):
+        return False
+    return True
 
 
 def _chunks(stream: IO[bytes]) -> Iterator[list[tuple[int, bytes]]]:

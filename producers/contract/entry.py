@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -132,8 +135,12 @@ def check_body(body: bytes, max_body: int = DEFAULT_MAX_BODY, op: Op | str = Op.
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as e:
-        # orjson is stricter than jsonb on huge numbers and deep nesting:
-        # let PostgreSQL judge what the standard parser still accepts.
+        if str(e).startswith("depth limit exceeded"):
+            raise InvalidEntry(
+                f"body is nested deeper than {MAX_DEPTH} levels (the depth limit)"
+            ) from None
+        # orjson is stricter than jsonb on huge numbers: let PostgreSQL judge
+        # what the standard parser still accepts.
         value = _check_body_slow(body, e)
     else:
         if b"\\u0000" in body and _has_nul(value):
@@ -165,9 +172,10 @@ def _check_body_slow(body: bytes, first: Exception) -> Any:
     try:
         # Numbers are only checked for their syntax: Python's int() refuses
         # more than 4,300 digits, which jsonb stores.
-        value = json.loads(
-            text, parse_constant=no_constants, parse_int=_number, parse_float=_number
-        )
+        with json_depth():
+            value = json.loads(
+                text, parse_constant=no_constants, parse_int=_number, parse_float=_number
+            )
     except RecursionError:
         raise InvalidEntry(
             f"body is nested deeper than {MAX_DEPTH} levels (the depth limit)"
@@ -201,29 +209,46 @@ def json_error(e: orjson.JSONDecodeError, raw: bytes) -> str:
     return _why(e)
 
 
+@contextmanager
+def json_depth() -> Iterator[None]:
+    """Python's recursion limit, for a moment, deep enough for the standard
+    parser to read what jsonb and orjson read (``MAX_DEPTH`` levels)."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, MAX_DEPTH + 500))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string of a parsed document, keys included, without recursion
+    (a document 1,000 levels deep must not overflow Python's stack)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            yield v
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v)
+            stack.extend(v.values())
+
+
 def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    return False
+    return any("\x00" in s for s in _strings(value))
 
 
 def _has_bad_string(value: Any) -> bool:
-    if isinstance(value, str):
-        if "\x00" in value:
+    """A NUL, or a lone surrogate (which UTF-8 cannot encode)."""
+    for s in _strings(value):
+        if "\x00" in s:
             return True
         try:
-            value.encode("utf-8")
+            s.encode("utf-8")
         except UnicodeEncodeError:
             return True
-        return False
-    if isinstance(value, list):
-        return any(_has_bad_string(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_bad_string(k) or _has_bad_string(v) for k, v in value.items())
     return False
 
 

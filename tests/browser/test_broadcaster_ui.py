@@ -270,3 +270,82 @@ def test_malformed_links_and_dot_sessions(
         "return performance.getEntriesByType('resource').map(e => e.name)"
     )
     assert not any("/api/rows" in u for u in requested), requested
+
+
+@pytest.mark.timeout(180)
+def test_hostile_content_stays_inert(
+    stack: dict[str, Any], browser: Any, redis_url: str, prefix: str
+) -> None:
+    """What a body or an id says never becomes the page's own: a tool's
+    status picks a colour from a fixed set, never a class (``jump`` would be
+    the 'new rows below' button), and a bidi override in a session id is
+    shown, not obeyed."""
+    from selenium.webdriver.common.by import By
+
+    port = stack["port"]
+    wait(lambda: healthy(port), message="broadcaster up")
+    spoof = "rtl:\u202eevil\u202dtxt"
+    with SyncProducer(redis_url, prefix=prefix) as p:
+        p.append(SESSION, "t0", "tool", {"name": "x", "status": "completed jump hidden"})
+        p.append(SESSION, "t1", "tool", {"name": "y", "status": "Running"})
+        p.append(spoof, "r0", "user", {"text": "hi"}, wait=True)
+
+    browser.get(f"http://127.0.0.1:{port}/#/s/{SESSION}")
+    wait(lambda: len(rows_state(browser)) == 2, message="the tool rows")
+    pills = browser.find_elements(By.CSS_SELECTOR, "#rows .status")
+    assert [(e.get_attribute("class"), e.get_attribute("textContent")) for e in pills] == [
+        ("status", "completed jump hidden"),  # unknown: no class from the body
+        ("status running", "Running"),
+    ]
+
+    browser.get(f"http://127.0.0.1:{port}/#/")
+    name = wait(
+        lambda: browser.find_elements(By.CSS_SELECTOR, "#sessions li .name"), message="the list"
+    )
+    shown = [e.text for e in name]
+    assert "rtl:\\u202eevil\\u202dtxt" in shown, shown
+
+
+@pytest.mark.timeout(180)
+def test_an_expired_token_says_so_instead_of_reconnecting_forever(
+    redis_url: str, db_url: str, prefix: str, tmp_path: Path, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROWCAST_")}
+    env.update(ROWCAST_REDIS_URL=redis_url, ROWCAST_DATABASE_URL=db_url, ROWCAST_PREFIX=prefix)
+    env.update(ROWCAST_SECRET="s" * 32)
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    writer = Process([ROWCAST, "writer"], env, tmp_path / "writer.log")
+    bc = Process([ROWCAST, "broadcaster", "--port", str(port)], env, tmp_path / "bc.log")
+    writer.start()
+    bc.start()
+    try:
+        wait(lambda: healthy(port), message="broadcaster up")
+        with SyncProducer(redis_url, prefix=prefix) as p:
+            p.append(SESSION, "r0", "user", {"text": "hi"}, wait=True)
+        token = subprocess.run(
+            [ROWCAST, "token", "--session", SESSION, "--ttl", "4"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        browser.get(f"http://127.0.0.1:{port}/?token={token}#/s/{SESSION}")
+        wait(lambda: len(rows_state(browser)) == 1, message="the row, while the token is valid")
+        # The server closes the socket when the token expires; the handshake
+        # that follows is refused, and the page says why.
+        conn = wait(
+            lambda: (
+                browser.find_element(By.ID, "conn").text.startswith("not authorized")
+                and browser.find_element(By.ID, "conn").text
+            ),
+            timeout=60,
+            message="'not authorized' once the token expired",
+        )
+        assert "expired" in conn, conn
+    finally:
+        bc.stop()
+        writer.stop()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import orjson
+import psycopg
 import pytest
 from redis.asyncio import Redis
 
@@ -94,3 +95,32 @@ async def test_every_input_line_gets_its_output_line(redis_url, db_url, prefix):
     assert "line 2: blank line" in out[1]["error"] and "line 3: blank" in out[2]["error"]
     assert "not UTF-8" in out[3]["error"] and "surrogates" not in out[3]["error"]
     assert "nested deeper than 1024 levels" in out[4]["error"]
+
+
+async def test_a_body_is_stored_as_written(redis_url, db_url, prefix):
+    """The line's body goes on as its own text: a number past a double keeps
+    every digit (re-encoding it would round it), and what orjson refuses but
+    jsonb takes (1e999, 1,000 levels) is not refused here either."""
+    head = b'{"op":"append","session":"exact","kind":"k","row":'
+    digits = b"123456789012345678901234567890"
+    lines = [
+        head + b'"n","body":{"n": ' + digits + b"}}",
+        head + b'"inf","body":{"x":1e999}}',
+        head + b'"deep","body":' + b"[" * 1000 + b"]" * 1000 + b"}",
+    ]
+    stdin = io.BytesIO(b"\n".join(lines) + b"\n")
+    stdout = io.BytesIO()
+    p = Producer(Redis.from_url(redis_url), prefix=prefix)
+    try:
+        async with writer(redis_url, db_url, prefix):
+            code = await produce(p, stdin, stdout, wait=True, timeout=30)
+    finally:
+        await p.close()
+    out = [orjson.loads(x) for x in stdout.getvalue().splitlines()]
+    assert code == 0 and [o["ok"] for o in out] == [True] * 3, out
+    with psycopg.connect(db_url) as conn:
+        stored = dict(
+            conn.execute("SELECT row_id, body::text FROM rowcast.rows").fetchall()  # type: ignore[arg-type]
+        )
+    assert stored["n"] == '{"n": ' + digits.decode() + "}"
+    assert stored["inf"].startswith('{"x": 1000')

@@ -141,14 +141,23 @@ async def test_fields_the_contract_does_not_name_change_nothing(
     )
     await aredis.xadd(stream, {**base, "op": "append", "row": "c", "body": "{}", "kind": "t\tu"})
     await aredis.xadd(stream, {**base, "op": "append", "row": "d", "body": big})
+    # Deep and beyond a double: before, checking it overflowed Python's stack
+    # in the writer, which then retried the batch forever.
+    deep = "[" * 700 + "1e999" + "]" * 700
+    await aredis.xadd(stream, {**base, "op": "append", "row": "e", "body": deep})
     async with running_writer(redis_url, db_url, prefix):
         await wait_drained(aredis, keys, 1)
     assert await aredis.xlen(keys.dead(0)) == 0
     with psycopg.connect(db_url) as conn:
         rows = conn.execute(
             "SELECT row_id, sequence, revision, kind, body::text"
-            " FROM rowcast.rows ORDER BY sequence"
+            " FROM rowcast.rows WHERE row_id <> 'e' ORDER BY sequence"
         ).fetchall()
+        depth = conn.execute(
+            "SELECT sequence, length(body::text) - length(replace(body::text, '[', ''))"
+            " FROM rowcast.rows WHERE row_id = 'e'"
+        ).fetchone()
+    assert depth == (4, 700)
     assert rows == [
         ("a", 0, 1, "user", '{"v": 2}'),  # the upsert applied
         ("b", 1, 0, "user", "{}"),

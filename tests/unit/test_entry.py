@@ -112,6 +112,11 @@ def test_numbers_postgres_takes_are_not_refused_early() -> None:
     check_body(b"1e400")  # orjson refuses it; jsonb stores it
     check_body(b'{"n": ' + b"9" * 5000 + b"}")  # beyond Python's int() limit, too
     check_body(b"-" + b"1" * 5000 + b".5e-3")
+    # Deep and beyond a double: the standard parser's turn, at jsonb's depth
+    # (before, Python's own recursion limit ended it with a RecursionError).
+    check_body(b"[" * 1000 + b"1e999" + b"]" * 1000)
+    with pytest.raises(InvalidEntry, match="nested deeper than 1024"):
+        check_body(b"[" * 1100 + b"1e999" + b"]" * 1100)
     check_body(b"[" * 1000 + b"]" * 1000)
 
 
