@@ -8,6 +8,7 @@ Needs Debian's ``chromium`` and ``chromium-driver`` (skipped without them):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -74,10 +75,15 @@ class Process:
         self.proc = None
 
 
-@pytest.fixture
-def stack(redis_url: str, db_url: str, prefix: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+@contextlib.contextmanager
+def running_stack(
+    redis_url: str, db_url: str, prefix: str, tmp_path: Path, **extra: str
+) -> Iterator[dict[str, Any]]:
+    """A ``rowcast writer`` and a ``rowcast broadcaster`` process (``extra``:
+    more environment, e.g. ROWCAST_SECRET)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROWCAST_")}
     env.update(ROWCAST_REDIS_URL=redis_url, ROWCAST_DATABASE_URL=db_url, ROWCAST_PREFIX=prefix)
+    env.update(extra)
     sock = free_socket()
     port = sock.getsockname()[1]
     sock.close()
@@ -86,10 +92,23 @@ def stack(redis_url: str, db_url: str, prefix: str, tmp_path: Path) -> Iterator[
     writer.start()
     bc.start()
     try:
-        yield {"port": port, "writer": writer, "broadcaster": bc, "db_url": db_url, "tmp": tmp_path}
+        yield {
+            "port": port,
+            "writer": writer,
+            "broadcaster": bc,
+            "db_url": db_url,
+            "tmp": tmp_path,
+            "env": env,
+        }
     finally:
         bc.stop()
         writer.stop()
+
+
+@pytest.fixture
+def stack(redis_url: str, db_url: str, prefix: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    with running_stack(redis_url, db_url, prefix, tmp_path) as s:
+        yield s
 
 
 def healthy(port: int) -> bool:
@@ -312,23 +331,14 @@ def test_an_expired_token_says_so_instead_of_reconnecting_forever(
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROWCAST_")}
-    env.update(ROWCAST_REDIS_URL=redis_url, ROWCAST_DATABASE_URL=db_url, ROWCAST_PREFIX=prefix)
-    env.update(ROWCAST_SECRET="s" * 32)
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    writer = Process([ROWCAST, "writer"], env, tmp_path / "writer.log")
-    bc = Process([ROWCAST, "broadcaster", "--port", str(port)], env, tmp_path / "bc.log")
-    writer.start()
-    bc.start()
-    try:
+    with running_stack(redis_url, db_url, prefix, tmp_path, ROWCAST_SECRET="s" * 32) as s:
+        port = s["port"]
         wait(lambda: healthy(port), message="broadcaster up")
         with SyncProducer(redis_url, prefix=prefix) as p:
             p.append(SESSION, "r0", "user", {"text": "hi"}, wait=True)
         token = subprocess.run(
             [ROWCAST, "token", "--session", SESSION, "--ttl", "4"],
-            env=env,
+            env=s["env"],
             capture_output=True,
             text=True,
             check=True,
@@ -346,6 +356,3 @@ def test_an_expired_token_says_so_instead_of_reconnecting_forever(
             message="'not authorized' once the token expired",
         )
         assert "expired" in conn, conn
-    finally:
-        bc.stop()
-        writer.stop()

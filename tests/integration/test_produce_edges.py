@@ -34,18 +34,41 @@ async def test_a_wait_longer_than_the_socket_timeout_ends_as_a_receipt_timeout(r
         await p.close()
 
 
-def test_produce_wait_timeout_is_the_one_given(redis_url, prefix):
+async def produce_lines(
+    lines: list[bytes], redis_url: str, db_url: str, prefix: str
+) -> tuple[int, list[dict]]:
+    """``rowcast produce --wait`` on these lines, a writer running: its exit
+    status and its output lines."""
+    stdin = io.BytesIO(b"\n".join(lines) + b"\n")
+    stdout = io.BytesIO()
+    p = Producer(Redis.from_url(redis_url), prefix=prefix)
+    try:
+        async with writer(redis_url, db_url, prefix):
+            code = await produce(p, stdin, stdout, wait=True, timeout=30)
+    finally:
+        await p.close()
+    return code, [orjson.loads(x) for x in stdout.getvalue().splitlines()]
+
+
+def produce_without_writer(
+    lines: list[bytes], timeout: str, redis_url: str, prefix: str
+) -> subprocess.CompletedProcess[bytes]:
+    """The ``rowcast produce --wait`` command, with no writer to answer."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROWCAST_")}
     env.update(ROWCAST_REDIS_URL=redis_url, ROWCAST_DATABASE_URL="postgresql://x@127.0.0.1:1/x")
     env.update(ROWCAST_PREFIX=prefix)
-    line = orjson.dumps({"op": "append", "session": "s", "row": "r", "kind": "k", "body": {}})
-    r = subprocess.run(
-        [ROWCAST, "produce", "--wait", "--timeout", "7"],
-        input=line + b"\n",
+    return subprocess.run(
+        [ROWCAST, "produce", "--wait", "--timeout", timeout],
+        input=b"\n".join(lines) + b"\n",
         env=env,
         capture_output=True,
         timeout=120,
     )
+
+
+def test_produce_wait_timeout_is_the_one_given(redis_url, prefix):
+    line = orjson.dumps({"op": "append", "session": "s", "row": "r", "kind": "k", "body": {}})
+    r = produce_without_writer([line], "7", redis_url, prefix)
     err = r.stderr.decode()
     assert r.returncode == 1, err
     assert "no receipt" in err and "within 7s" in err and "Timeout reading" not in err
@@ -53,19 +76,10 @@ def test_produce_wait_timeout_is_the_one_given(redis_url, prefix):
 
 
 def test_a_receipt_that_does_not_come_is_answered_and_the_rest_still_are(redis_url, prefix):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROWCAST_")}
-    env.update(ROWCAST_REDIS_URL=redis_url, ROWCAST_DATABASE_URL="postgresql://x@127.0.0.1:1/x")
-    env.update(ROWCAST_PREFIX=prefix)
     line = {"op": "append", "session": "s", "kind": "k", "body": {}}
     # No writer runs: neither receipt comes.
     lines = [orjson.dumps({**line, "row": "a"}), orjson.dumps({**line, "row": "b"})]
-    r = subprocess.run(
-        [ROWCAST, "produce", "--wait", "--timeout", "0.5"],
-        input=b"\n".join(lines) + b"\n",
-        env=env,
-        capture_output=True,
-        timeout=120,
-    )
+    r = produce_without_writer(lines, "0.5", redis_url, prefix)
     assert r.returncode == 1  # a receipt that did not come is a failed check
     out = [orjson.loads(x) for x in r.stdout.splitlines()]
     assert [(o["ok"], o["timeout"]) for o in out] == [(False, True)] * 2  # one per line
@@ -81,15 +95,7 @@ async def test_every_input_line_gets_its_output_line(redis_url, db_url, prefix):
     mid = b'{"op":"append","session":"s","row":"m","kind":"k","body":' + b"[" * 600
     mid += b"]" * 600 + b"}"
     lines = [good, b"", b"   ", b'{"op":"append","session":"\xff"}', deep, mid]
-    stdin = io.BytesIO(b"\n".join(lines) + b"\n")
-    stdout = io.BytesIO()
-    p = Producer(Redis.from_url(redis_url), prefix=prefix)
-    try:
-        async with writer(redis_url, db_url, prefix):
-            code = await produce(p, stdin, stdout, wait=True, timeout=30)
-    finally:
-        await p.close()
-    out = [orjson.loads(x) for x in stdout.getvalue().splitlines()]
+    code, out = await produce_lines(lines, redis_url, db_url, prefix)
     assert code == 1 and len(out) == len(lines)
     assert out[0]["ok"] and out[5]["ok"]
     assert "line 2: blank line" in out[1]["error"] and "line 3: blank" in out[2]["error"]
@@ -108,15 +114,7 @@ async def test_a_body_is_stored_as_written(redis_url, db_url, prefix):
         head + b'"inf","body":{"x":1e999}}',
         head + b'"deep","body":' + b"[" * 1000 + b"]" * 1000 + b"}",
     ]
-    stdin = io.BytesIO(b"\n".join(lines) + b"\n")
-    stdout = io.BytesIO()
-    p = Producer(Redis.from_url(redis_url), prefix=prefix)
-    try:
-        async with writer(redis_url, db_url, prefix):
-            code = await produce(p, stdin, stdout, wait=True, timeout=30)
-    finally:
-        await p.close()
-    out = [orjson.loads(x) for x in stdout.getvalue().splitlines()]
+    code, out = await produce_lines(lines, redis_url, db_url, prefix)
     assert code == 0 and [o["ok"] for o in out] == [True] * 3, out
     with psycopg.connect(db_url) as conn:
         stored = dict(
