@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from rowcast.contract.change import Change
-from rowcast.contract.entry import KNOWN, Entry, Op, Repeated, parse, reply_token
+from rowcast.contract.entry import KNOWN, Entry, Op, flat_of, parse, reply_token, without
 from rowcast.contract.errors import InvalidEntry
 from rowcast.contract.streamid import StreamId
 from rowcast.contract.streamid import parse as parse_id
@@ -48,8 +48,8 @@ class Dead:
         the others in order, ``DEAD_FIELDS`` in all: the publish script
         passes a letter to one XADD, and Redis's Lua passes at most ~8,000
         arguments."""
-        flat = self.fields.flat if isinstance(self.fields, Repeated) else _flat(self.fields)
-        pairs = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2) if flat[i] not in _OURS]
+        flat = without(flat_of(self.fields), _OURS)
+        pairs = list(zip(flat[::2], flat[1::2], strict=True))
         error = self.error
         if len(pairs) > DEAD_FIELDS:
             # The first of each named field, then the others in order, up to
@@ -77,10 +77,6 @@ class Dead:
 DEAD_FIELDS = 2000
 """Fields a dead letter keeps of its entry at most (see ``Dead.dead_fields``)."""
 _OURS = (b"error", b"source")
-
-
-def _flat(fields: Mapping[bytes, bytes]) -> list[bytes]:
-    return [x for kv in fields.items() for x in kv]
 
 
 def sort_out(items: Sequence[Read], max_body: int) -> tuple[list[Valid], list[Dead]]:

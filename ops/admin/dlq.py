@@ -17,9 +17,10 @@ from typing import Any
 import orjson
 import redis
 
+from rowcast.contract.entry import without
 from rowcast.contract.errors import ConfigError
 from rowcast.contract.streamid import fmt, from_option
-from rowcast.ops.admin.shell import connect_redis, shorten, table, text
+from rowcast.ops.admin.shell import RAW_XRANGE, connect_redis, shorten, table, text
 from rowcast.ops.settings import Settings
 
 PREVIEW = 200
@@ -35,13 +36,7 @@ def retry_fields(fields: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
 def retry_flat(flat: list[bytes]) -> list[bytes]:
     """``retry_fields`` of a letter's flat field list: a name the entry
     repeated stays repeated."""
-    pairs = zip(flat[::2], flat[1::2], strict=True)
-    return [x for k, v in pairs if k not in _ADDED for x in (k, v)]
-
-
-# One entry's fields as Redis holds them: redis-py's XRANGE reply is a dict,
-# which would fold a repeated name.
-_ONE = "return redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])"
+    return without(flat, _ADDED)
 
 
 def letter(shard: int, entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> dict[str, Any]:
@@ -122,7 +117,7 @@ def retry_one(r: redis.Redis, settings: Settings, shard: int, dead_id: str) -> s
         while True:
             try:
                 pipe.watch(dead)
-                found: Any = pipe.execute_command("EVAL", _ONE, 1, dead, dead_id)
+                found: Any = pipe.execute_command("EVAL", RAW_XRANGE, 1, dead, dead_id, dead_id, 1)
                 if not found:
                     pipe.unwatch()
                     return None

@@ -22,18 +22,15 @@ from typing import Any
 
 import redis
 
-from rowcast.contract.entry import ORIGIN, fields_of
+from rowcast.contract.entry import ORIGIN, fields_of, without
 from rowcast.contract.errors import ConfigError
 from rowcast.contract.keys import Keys
 from rowcast.contract.streamid import MAX_PART, StreamId, as_id, fmt, from_option
-from rowcast.ops.admin.shell import connect_redis, text
+from rowcast.ops.admin.shell import RAW_XRANGE, connect_redis, text
 from rowcast.ops.settings import Settings
 
 PAGE = 500
 _ORIGIN = ORIGIN.encode()
-# A page of entries as Redis holds them: redis-py's XRANGE reply is a dict,
-# which would fold a repeated field name.
-_PAGE = "return redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', ARGV[3])"
 
 
 def refeed(
@@ -56,8 +53,7 @@ def refeed(
             origin = raw_origin
     if origin is None:
         origin = entry_id.encode() if isinstance(entry_id, str) else entry_id
-    pairs = zip(flat[::2], flat[1::2], strict=True)
-    return [*(x for k, v in pairs if k not in (b"reply", _ORIGIN) for x in (k, v)), _ORIGIN, origin]
+    return [*without(flat, (b"reply", _ORIGIN)), _ORIGIN, origin]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +100,7 @@ def replay_shard(r: redis.Redis, keys: Keys, shard: int, lo: StreamId, hi: Strea
     last_seen: str | None = None
     start = fmt(lo)
     while lo <= stop:
-        page: Any = r.eval(_PAGE, 1, key, start, fmt(stop), PAGE)
+        page: Any = r.eval(RAW_XRANGE, 1, key, start, fmt(stop), PAGE)
         if not page:
             break
         pipe = r.pipeline(transaction=False)

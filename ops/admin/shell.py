@@ -113,6 +113,12 @@ def _cluster_enabled(client: Any) -> bool:
     return str(info.get("cluster_enabled", 0)) == "1"
 
 
+RAW_XRANGE = "return redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', ARGV[3])"
+"""XRANGE KEY START END COUNT N with the entries as Redis holds them:
+redis-py's own XRANGE reply is a dict per entry, which folds a field name
+given twice."""
+
+
 def text(value: Any) -> str | None:
     if value is None:
         return None

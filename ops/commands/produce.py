@@ -26,7 +26,7 @@ from typing import IO, Any
 
 import orjson
 
-from rowcast.contract.entry import MAX_DEPTH, Entry, json_depth, json_error
+from rowcast.contract.entry import Entry, json_depth, json_error
 from rowcast.contract.errors import InvalidEntry, NotQueued
 from rowcast.ops.settings import Settings
 from rowcast.producers.producer import Producer, make_entry, timeout_reason, with_replies
@@ -39,14 +39,14 @@ def parse_line(line: bytes, max_body: int) -> Entry:
         # Still answered, so output line N is always the answer to input line N.
         raise InvalidEntry("blank line (expected a JSON object)")
     try:
-        data = orjson.loads(line)
-    except orjson.JSONDecodeError as e:
-        if not _only_numbers_or_depth(line):
+        members = _members(line.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        # Not an object of JSON: orjson says why, in the words used for bodies.
+        try:
+            orjson.loads(line)
+        except orjson.JSONDecodeError as e:
             raise InvalidEntry(f"not JSON: {json_error(e, line)}") from None
-        data = None  # valid JSON that orjson cannot hold: read below
-    if data is not None and not isinstance(data, dict):
-        raise InvalidEntry("expected a JSON object")
-    members = _members(line.decode("utf-8"))
+        raise InvalidEntry("expected a JSON object") from None
     missing = [k for k in ("op", "session", "row", "kind", "body") if k not in members]
     if missing:
         raise InvalidEntry(f"missing {', '.join(missing)}")
@@ -73,14 +73,10 @@ def _skip(text: str, i: int) -> int:
 
 
 def _members(text: str) -> dict[str, tuple[Any, str]]:
-    """name -> (value, the value's JSON text) of a JSON object's members."""
-    try:
-        with json_depth():
-            return _scan(text)
-    except RecursionError:
-        raise InvalidEntry(f"not JSON: nested deeper than {MAX_DEPTH} levels") from None
-    except (ValueError, IndexError):
-        raise InvalidEntry("expected a JSON object") from None
+    """name -> (value, the value's JSON text) of a JSON object's members;
+    ValueError (or RecursionError past jsonb's depth) when it is not one."""
+    with json_depth():
+        return _scan(text)
 
 
 def _scan(text: str) -> dict[str, tuple[Any, str]]:
@@ -107,16 +103,6 @@ def _scan(text: str) -> dict[str, tuple[Any, str]]:
     if _skip(text, i + 1) != len(text):
         raise ValueError
     return out
-
-
-def _only_numbers_or_depth(line: bytes) -> bool:
-    """Whether the standard parser takes what orjson refused (a number
-    beyond a double, nesting past orjson's own limit): then it is JSON."""
-    try:
-        _members(line.decode("utf-8"))
-    except (InvalidEntry, UnicodeDecodeError):
-        return False
-    return True
 
 
 def _chunks(stream: IO[bytes]) -> Iterator[list[tuple[int, bytes]]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Container, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -287,6 +287,20 @@ def fields_of(flat: list[bytes]) -> dict[bytes, bytes]:
     name repeats)."""
     fields = dict(zip(flat[::2], flat[1::2], strict=True))
     return fields if len(fields) * 2 == len(flat) else Repeated(flat)
+
+
+def flat_of(fields: Mapping[bytes, bytes]) -> list[bytes]:
+    """The inverse of ``fields_of``: every field as it came."""
+    if isinstance(fields, Repeated):
+        return fields.flat
+    return [x for kv in fields.items() for x in kv]
+
+
+def without(flat: list[bytes], names: Container[bytes]) -> list[bytes]:
+    """A flat field list less every field with one of ``names`` (each repeat
+    too); the others stay as they came, repeats included."""
+    pairs = zip(flat[::2], flat[1::2], strict=True)
+    return [x for k, v in pairs if k not in names for x in (k, v)]
 
 
 def parse(fields: dict[bytes, bytes], max_body: int = DEFAULT_MAX_BODY) -> Entry:
